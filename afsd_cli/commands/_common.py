@@ -1,0 +1,41 @@
+"""Shared helpers of the command modules: consoles, error rendering, override parsing."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+from afsd_cli.errors import AFSDError
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one red error line on stderr and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn the library's typed errors into one clear line and a non-zero exit (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except AFSDError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def not_implemented(name: str) -> typer.Exit:
+    return fail(f"`afsd {name}` is not implemented yet", code=2)

@@ -1,0 +1,14 @@
+"""`afsd predict`."""
+
+from __future__ import annotations
+
+import typer
+
+from afsd_cli.commands._common import not_implemented
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("predict", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def predict() -> None:
+        """Not implemented yet."""
+        raise not_implemented("predict")

@@ -1,0 +1,76 @@
+"""Atomic file output: every file the project writes goes through these helpers.
+
+A file is written to a temporary name in the same folder and renamed over the target, so a
+crash or a kill never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        json.dump(obj, handle, indent=indent)
+        handle.write("\n")
+    return Path(path)
+
+
+def write_npy(path: str | Path, array: Any) -> Path:
+    import numpy as np
+
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, np.asarray(array), allow_pickle=False)
+    return Path(path)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def save_torch(path: str | Path, obj: Any) -> Path:
+    """``torch.save`` through a temporary file (checkpoints, training state)."""
+    import torch
+
+    with atomic_open(path, "wb") as handle:
+        torch.save(obj, handle)
+    return Path(path)
+
+
+def save_figure(path: str | Path, figure: Any, **kwargs: Any) -> Path:
+    """Save a matplotlib figure atomically as PNG."""
+    with atomic_open(path, "wb") as handle:
+        figure.savefig(handle, format="png", **kwargs)
+    return Path(path)
