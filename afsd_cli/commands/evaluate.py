@@ -1,14 +1,164 @@
-"""`afsd evaluate`."""
+"""`afsd evaluate`: mAP of a detections JSON against ground truth (official ActivityNet metric)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from afsd_cli.commands._common import not_implemented
+from afsd_cli.commands._common import console, err_console, handle_errors
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("evaluate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def evaluate() -> None:
-        """Not implemented yet."""
-        raise not_implemented("evaluate")
+    @app.command("evaluate")
+    @handle_errors
+    def evaluate(
+        detections: Path = typer.Argument(
+            ..., help="Detections JSON: {\"results\": {video: [{segment, score, label}]}}."
+        ),
+        gt: Path = typer.Option(..., "--gt", help="Ground truth: ActivityNet-style JSON or THUMOS14 annotation CSV."),
+        subset: Optional[str] = typer.Option(
+            None, help="Ground-truth subset to evaluate (default: 'test' for thumos14, 'validation' for anet)."
+        ),
+        tiou: Optional[str] = typer.Option(
+            None,
+            "--tiou",
+            help="tIoU thresholds: 'start:stop:num' (np.linspace) or '0.3,0.5,0.7' "
+            "(default: 0.3,0.4,0.5,0.6,0.7 for thumos14, 0.5:0.95:10 for anet).",
+        ),
+        dataset: Optional[str] = typer.Option(
+            None, help="thumos14 or anet (sets the defaults; default: detected from the ground truth)."
+        ),
+        per_class: bool = typer.Option(False, "--per-class", help="Also print the AP of every class."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics as JSON here."),
+        plot: Optional[Path] = typer.Option(
+            None, "--plot", help="Folder for pr_curves.png and per_class_ap.png.", file_okay=False
+        ),
+        strict: bool = typer.Option(
+            False, "--strict", help="Fail on detections of unknown videos or labels instead of dropping them."
+        ),
+        ties: str = typer.Option(
+            "official",
+            "--ties",
+            help="Order of equal scores: 'official' (NumPy's default argsort, as the official code) "
+            "or 'stable' (file order).",
+        ),
+    ) -> None:
+        """Evaluate detections: mAP at each tIoU threshold and their average."""
+        from rich.markup import escape
+
+        from afsd_cli.errors import InputError
+        from afsd_cli.evaluation import TIE_BREAKS, evaluate_detections, load_detections, load_ground_truth, parse_tiou
+        from afsd_cli.evaluation._malloc import retain_freed_memory
+        from afsd_cli.evaluation.datasets import dataset_defaults
+        from afsd_cli.io import write_json
+
+        retain_freed_memory()  # this process only: NumPy temporaries without repeated page faults
+
+        # Option errors first, before reading any file.
+        if dataset is not None:
+            dataset_defaults(dataset)
+        if ties not in TIE_BREAKS:
+            raise InputError(f"--ties: unknown tie-break {ties!r} (choose one of: {', '.join(TIE_BREAKS)})")
+        thresholds = parse_tiou(tiou) if tiou is not None else None
+        ground_truth = load_ground_truth(gt, subset, dataset)
+        loaded = load_detections(detections)
+        result = evaluate_detections(
+            ground_truth, loaded, thresholds, strict=strict, tie_break=ties, with_pr_curves=plot is not None
+        )
+
+        _print_summary(ground_truth, loaded, result, subset)
+        if per_class:
+            console.print(_per_class_table(result))
+        console.print(_map_table(result))
+        if output is not None:
+            try:
+                write_json(output, result.to_dict())
+            except OSError as exc:
+                raise InputError(f"cannot write: {exc.strerror or exc}", output) from None
+            console.print(f"metrics written to [bold]{escape(str(output))}[/]", emoji=False)
+        if plot is not None:
+            from afsd_cli.evaluation.plots import save_plots
+
+            try:
+                paths = save_plots(result, plot)
+            except OSError as exc:
+                raise InputError(f"cannot write plots: {exc.strerror or exc}", plot) from None
+            for path in paths:
+                console.print(f"plot written to [bold]{escape(str(path))}[/]", emoji=False)
+
+
+def _print_summary(ground_truth, detections, result, requested_subset) -> None:
+    from rich.markup import escape
+
+    subset = f"subset {result.subset!r}" if result.subset is not None else "all rows"
+    console.print(
+        f"ground truth [bold]{escape(ground_truth.source)}[/] ({result.dataset}, {subset}): "
+        f"{result.num_ground_truth} instances, {len(ground_truth.videos)} videos, {len(result.class_names)} classes",
+        highlight=False,
+        emoji=False,
+    )
+    if ground_truth.subset is None and requested_subset is not None:
+        err_console.print(
+            f"[yellow]note:[/] the CSV has no subset column; --subset {escape(repr(requested_subset))} not applied",
+            emoji=False,
+        )
+    if ground_truth.skipped_ambiguous:
+        console.print(f"skipped {ground_truth.skipped_ambiguous} 'Ambiguous' rows", highlight=False)
+    console.print(
+        f"detections [bold]{escape(detections.source)}[/]: {len(detections)} read, {result.num_predictions} evaluated",
+        highlight=False,
+        emoji=False,
+    )
+    dropped = result.dropped
+    if dropped.unknown_video:
+        more = ", ..." if len(dropped.unknown_video_ids) > 3 else ""
+        examples = ", ".join(map(escape, dropped.unknown_video_ids[:3])) + more
+        err_console.print(
+            f"[yellow]warning:[/] dropped {_count(dropped.unknown_video, 'detection')} in "
+            f"{_count(len(dropped.unknown_video_ids), 'video')} without annotations in the ground truth ({examples})",
+            highlight=False,
+            emoji=False,
+        )
+    if dropped.unknown_label:
+        more = ", ..." if len(dropped.unknown_labels) > 3 else ""
+        examples = ", ".join(map(escape, dropped.unknown_labels[:3])) + more
+        err_console.print(
+            f"[yellow]warning:[/] dropped {_count(dropped.unknown_label, 'detection')} with "
+            f"{_count(len(dropped.unknown_labels), 'label')} absent from the ground truth ({examples})",
+            highlight=False,
+            emoji=False,
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _map_table(result):
+    from rich.table import Table
+
+    table = Table(title="mAP (%)", title_justify="left")
+    table.add_column("tIoU", justify="right")
+    table.add_column("mAP", justify="right")
+    for threshold, value in zip(result.tiou_thresholds, result.mAP):
+        table.add_row(f"{threshold:.2f}", f"{100 * value:.2f}")
+    table.add_section()
+    table.add_row("[bold]average[/]", f"[bold]{100 * result.average_mAP:.2f}[/]")
+    return table
+
+
+def _per_class_table(result):
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="AP per class (%)", title_justify="left")
+    table.add_column("class")
+    for threshold in result.tiou_thresholds:
+        table.add_column(f"{threshold:.2f}", justify="right")
+    table.add_column("average", justify="right")
+    for c, name in enumerate(result.class_names):
+        values = result.ap[:, c]
+        table.add_row(escape(name), *(f"{100 * v:.2f}" for v in values), f"{100 * values.mean():.2f}")
+    return table

@@ -1,0 +1,71 @@
+"""Reading a JSON file into Python objects, with errors that name the file and the place."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from afsd_cli.errors import InputError
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, expected a JSON file", path) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start})", path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", path) from None
+    if not text.strip():
+        raise InputError("file is empty", path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path) from None
+    except RecursionError:
+        raise InputError("malformed JSON: nested too deeply", path) from None
+
+
+def type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def as_float(value: Any) -> float:
+    """A finite number, or a string holding one (the THUMOS14 ground truth stores strings)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a number, got {type_name(value)}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
+
+
+def read_segment(segment: Any) -> tuple[float, float]:
+    """``[start, end]`` seconds with ``0 <= start <= end``; raises ValueError saying what is wrong."""
+    if not isinstance(segment, (list, tuple)) or len(segment) != 2:
+        what = f"{len(segment)} values" if isinstance(segment, (list, tuple)) else type_name(segment)
+        raise ValueError(f"segment must be [start, end], got {what}")
+    try:
+        start = as_float(segment[0])
+    except ValueError as exc:
+        raise ValueError(f"segment start: {exc}") from None
+    try:
+        end = as_float(segment[1])
+    except ValueError as exc:
+        raise ValueError(f"segment end: {exc}") from None
+    if start < 0:
+        raise ValueError(f"segment start {start:g} is negative")
+    if end < start:
+        raise ValueError(f"segment end {end:g} < start {start:g}")
+    return start, end

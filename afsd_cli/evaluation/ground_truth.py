@@ -1,0 +1,213 @@
+"""Ground truth for evaluation: ActivityNet-style JSON or the THUMOS14 annotation CSV.
+
+Both become one in-memory form, :class:`GroundTruth`, restricted to one subset. As in the
+official evaluator, a video belongs to the evaluated set only if it has at least one
+annotation in that subset, and classes are numbered in order of first appearance.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from afsd_cli.errors import InputError
+from afsd_cli.evaluation._json import read_json, read_segment, type_name
+from afsd_cli.evaluation.datasets import dataset_defaults, detect_dataset
+
+CSV_COLUMNS = ("video", "type", "start", "end")
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Ground-truth instances of one subset, as parallel arrays (one entry per instance)."""
+
+    videos: tuple[str, ...]
+    class_names: tuple[str, ...]
+    video_index: np.ndarray
+    label_index: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    subset: str | None
+    dataset: str
+    source: str = "<ground truth>"
+    skipped_ambiguous: int = 0
+    subset_counts: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.starts.shape[0])
+
+
+class _Builder:
+    """Collects instances in file order, numbering videos and classes by first appearance."""
+
+    def __init__(self) -> None:
+        self.video_ids: dict[str, int] = {}
+        self.class_ids: dict[str, int] = {}
+        self.video_index: list[int] = []
+        self.label_index: list[int] = []
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+
+    def add(self, video: str, label: str, start: float, end: float) -> None:
+        self.video_index.append(self.video_ids.setdefault(video, len(self.video_ids)))
+        self.label_index.append(self.class_ids.setdefault(label, len(self.class_ids)))
+        self.starts.append(start)
+        self.ends.append(end)
+
+    def build(self, **kwargs: Any) -> GroundTruth:
+        return GroundTruth(
+            videos=tuple(self.video_ids),
+            class_names=tuple(self.class_ids),
+            video_index=np.asarray(self.video_index, dtype=np.int64),
+            label_index=np.asarray(self.label_index, dtype=np.int64),
+            starts=np.asarray(self.starts, dtype=np.float64),
+            ends=np.asarray(self.ends, dtype=np.float64),
+            **kwargs,
+        )
+
+
+def load_ground_truth(path: str | Path, subset: str | None = None, dataset: str | None = None) -> GroundTruth:
+    """Read a ground-truth file (``.csv``: THUMOS14 annotation CSV; anything else: JSON).
+
+    ``subset=None`` picks the dataset's default subset; ``dataset=None`` detects it
+    (see :func:`afsd_cli.evaluation.datasets.detect_dataset`). Raises ``InputError`` naming
+    the file and the place of the first problem.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return _load_csv(path, subset, dataset)
+    return ground_truth_from_dict(read_json(path), subset, dataset, source=str(path))
+
+
+def ground_truth_from_dict(
+    data: Any, subset: str | None = None, dataset: str | None = None, source: str = "<ground truth>"
+) -> GroundTruth:
+    """Validate an already loaded ActivityNet-style ``{"database": {video: {subset, annotations}}}``."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"expected a JSON object with a 'database' key, got {type_name(data)}", source)
+    database = data.get("database")
+    if database is None:
+        raise InputError("missing key 'database'", source)
+    if not isinstance(database, Mapping):
+        raise InputError(f"database: expected an object of videos, got {type_name(database)}", source)
+
+    entries = []  # (video, subset, [(label, start, end)]) validated, in file order
+    for video, entry in database.items():
+        where = f"database[{video!r}]"
+        if not isinstance(entry, Mapping):
+            raise InputError(f"{where}: expected an object, got {type_name(entry)}", source)
+        for key in ("subset", "annotations"):
+            if key not in entry:
+                raise InputError(f"{where}: missing key {key!r}", source)
+        if not isinstance(entry["subset"], str):
+            raise InputError(f"{where}['subset']: expected a string, got {type_name(entry['subset'])}", source)
+        annotations = entry["annotations"]
+        if not isinstance(annotations, list):
+            raise InputError(f"{where}['annotations']: expected a list, got {type_name(annotations)}", source)
+        instances = []
+        for i, ann in enumerate(annotations):
+            here = f"{where}['annotations'][{i}]"
+            if not isinstance(ann, Mapping):
+                raise InputError(f"{here}: expected an object, got {type_name(ann)}", source)
+            for key in ("segment", "label"):
+                if key not in ann:
+                    raise InputError(f"{here}: missing key {key!r}", source)
+            if not isinstance(ann["label"], str):
+                raise InputError(f"{here}['label']: expected a string, got {type_name(ann['label'])}", source)
+            try:
+                start, end = read_segment(ann["segment"])
+            except ValueError as exc:
+                raise InputError(f"{here}: {exc}", source) from None
+            instances.append((ann["label"], start, end))
+        entries.append((video, entry["subset"], instances))
+
+    counts: dict[str, int] = {}
+    for _, name, _ in entries:
+        counts[name] = counts.get(name, 0) + 1
+    if dataset is None:
+        dataset = detect_dataset(label for _, _, instances in entries for label, _, _ in instances)
+    defaults = dataset_defaults(dataset)
+    subset = defaults.subset if subset is None else subset
+
+    builder = _Builder()
+    for video, name, instances in entries:
+        if name != subset:
+            continue
+        for label, start, end in instances:
+            builder.add(video, label, start, end)
+    if not builder.starts:
+        available = ", ".join(f"{k!r} ({v} videos)" for k, v in counts.items()) or "none"
+        raise InputError(f"no annotated video in subset {subset!r} (subsets in the file: {available})", source)
+    return builder.build(subset=subset, dataset=dataset, source=source, subset_counts=counts)
+
+
+def _load_csv(path: Path, subset: str | None, dataset: str | None) -> GroundTruth:
+    """THUMOS14 ``video,type,type_idx,start,end,...`` rows (seconds); ``Ambiguous`` rows are skipped.
+
+    The CSV holds one split and has no subset column, so ``subset`` only filters when the file
+    has a ``subset`` column.
+    """
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", path) from None
+    builder = _Builder()
+    skipped = 0
+    counts: dict[str, int] = {}
+    with handle:
+        try:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames
+            if not header:
+                raise InputError("file is empty", path)
+            header = [h.strip() for h in header]
+            reader.fieldnames = header
+            missing = [c for c in CSV_COLUMNS if c not in header]
+            if missing:
+                raise InputError(
+                    f"line 1: missing column(s) {', '.join(missing)} (expected a header with {','.join(CSV_COLUMNS)})",
+                    path,
+                )
+            has_subset = "subset" in header
+            if has_subset and subset is None:
+                subset = dataset_defaults(dataset or "thumos14").subset
+            for row in reader:
+                line = reader.line_num
+                if None in row or any(row[c] is None for c in CSV_COLUMNS):
+                    raise InputError(f"line {line}: expected {len(header)} columns", path)
+                video, label = row["video"].strip(), row["type"].strip()
+                if not video or not label:
+                    raise InputError(f"line {line}: empty video or type", path)
+                if label.lower() == "ambiguous" or (row.get("type_idx") or "").strip() == "0":
+                    skipped += 1
+                    continue
+                try:
+                    start, end = read_segment([row["start"].strip(), row["end"].strip()])
+                except ValueError as exc:
+                    raise InputError(f"line {line}: {exc}", path) from None
+                row_subset = row["subset"].strip() if has_subset else None
+                if row_subset is not None:
+                    counts[row_subset] = counts.get(row_subset, 0) + 1
+                    if subset is not None and row_subset != subset:
+                        continue
+                builder.add(video, label, start, end)
+        except UnicodeDecodeError as exc:
+            raise InputError(f"not UTF-8 text (byte {exc.start})", path) from None
+        except csv.Error as exc:
+            raise InputError(f"malformed CSV: {exc}", path) from None
+    if not builder.starts:
+        where = f" in subset {subset!r}" if has_subset and subset is not None else ""
+        raise InputError(f"no annotation rows{where}", path)
+    return builder.build(
+        subset=subset if has_subset else None,
+        dataset=dataset or detect_dataset(builder.class_ids, from_csv=True),
+        source=str(path),
+        skipped_ambiguous=skipped,
+        subset_counts=counts,
+    )
