@@ -1,14 +1,87 @@
-"""`afsd prepare`."""
+"""`afsd prepare`: videos → official RGB frame arrays (+ video-info file), or the synthetic dataset."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from afsd_cli.commands._common import not_implemented
+from afsd_cli.commands._common import console, fail, handle_errors
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("prepare", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def prepare() -> None:
-        """Not implemented yet."""
-        raise not_implemented("prepare")
+    @app.command("prepare")
+    @handle_errors
+    def prepare(
+        video_dir: Optional[Path] = typer.Argument(None, help="Folder of video files (mp4, avi, mkv, webm, mov, ...)."),
+        out_dir: Optional[Path] = typer.Argument(None, help="Where <video>.npy, the video-info file and manifest.json go."),
+        dataset: str = typer.Option("thumos14", "--dataset", "-d", help="thumos14: 10 fps; anet: at most 768 frames per video."),
+        annotations: Optional[Path] = typer.Option(
+            None, "--annotations", "-a",
+            help="THUMOS14 annotation CSV (only its videos, sorted) or ActivityNet GT JSON (only its videos; "
+                 "fills the info JSON's annotations)."),
+        info: Optional[Path] = typer.Option(
+            None, "--info", help="Video-info file to write (default: OUT_DIR/video_info.csv for thumos14, .json for anet)."),
+        class_names: Optional[Path] = typer.Option(
+            None, "--class-names", help="ActivityNet action_name.txt: label ids = line numbers (default: ids of the sorted GT labels)."),
+        jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel workers (0 = every core)."),
+        backend: str = typer.Option("loky", "--backend", help="joblib backend: loky (local processes), threading, dask, ray."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose .npy already exists."),
+        resize: str = typer.Option("pil-bicubic", "--resize", help="pil-bicubic (official), cv2-area or cv2-cubic (faster)."),
+        lenient_count: bool = typer.Option(
+            False, "--lenient-count",
+            help="Accept a decoded frame count that differs from the container's (upstream fails)."),
+        max_frames: int = typer.Option(768, "--max-frames", help="anet: frames per video after resampling."),
+        synthetic: Optional[Path] = typer.Option(
+            None, "--synthetic", help="Instead of converting videos, render the bundled synthetic dataset into this folder."),
+        videos: int = typer.Option(40, "--videos", help="--synthetic: number of videos."),
+        classes: int = typer.Option(4, "--classes", help="--synthetic: number of action classes."),
+        seed: int = typer.Option(0, "--seed", help="--synthetic: random seed."),
+    ) -> None:
+        """Decode videos into uint8 [T, 112, 112, 3] RGB .npy files, the official AFSD input.
+
+        THUMOS14: frames kept by the official 10 fps accumulator, PIL bicubic 112x112, and OUT_DIR/video_info.csv (video,fps,sample_fps,count,sample_count). ActivityNet: each video resampled to at most 768 frames, and OUT_DIR/video_info.json.
+
+        Finished videos are skipped on a re-run; failures are listed at the end and make the exit code 1.
+        """
+        if synthetic is not None:
+            _render_synthetic(synthetic, videos, classes, seed)
+            return
+        if video_dir is None or out_dir is None:
+            raise fail("VIDEO_DIR and OUT_DIR are required (or use --synthetic OUT_DIR)")
+
+        from afsd_cli.commands._batch_ui import batch_progress, print_summary
+        from afsd_cli.data.pipeline import prepare_videos
+
+        with batch_progress("prepare", "frames") as ui:
+            report = prepare_videos(
+                video_dir, out_dir, dataset=dataset, annotations=annotations, info_path=info,
+                class_names_path=class_names, jobs=jobs, backend=backend, overwrite=overwrite,
+                resize=resize, strict_count=not lenient_count, max_frames=max_frames, on_start=ui.on_start, on_result=ui.on_result,
+            )
+        print_summary(report, "prepare")
+        if not report.ok:
+            raise typer.Exit(1)
+
+
+def _render_synthetic(out_dir: Path, videos: int, classes: int, seed: int) -> None:
+    try:
+        from afsd_cli.data.synthetic import render_dataset
+    except ImportError as exc:
+        raise fail(f"the synthetic dataset generator is not available: {exc}") from None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from afsd_cli.commands._common import err_console
+
+    with Progress(TextColumn("[bold]synthetic"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[name]}"),
+                  TimeElapsedColumn(), console=err_console) as progress:
+        task = progress.add_task("synthetic", total=videos, name="")
+
+        def advance(done: int, total: int, name: str = "") -> None:
+            progress.update(task, completed=done, total=total, name=name)
+
+        summary = render_dataset(out_dir, num_videos=videos, num_classes=classes, seed=seed, progress=advance)
+    console.print(f"synthetic dataset written to {out_dir}", highlight=False)
+    for key, value in (summary or {}).get("paths", {}).items():
+        console.print(f"  {key}: {value}", highlight=False)

@@ -1,0 +1,1 @@
+"""Data: video decoding, flow, annotations, windows, datasets and the batch jobs over them."""

@@ -1,0 +1,238 @@
+"""Annotation readers (AFSD spec §1): THUMOS14 CSVs, the class index, ActivityNet info JSON.
+
+Every reader returns the same in-memory form: an ordered ``dict`` of :class:`VideoInfo` and an
+ordered ``dict`` ``video -> [Annotation(start, end, label)]`` with boundaries in *sampled* frames
+(the frames stored in the ``.npy``) and labels as model class ids (1-based, 0 = background).
+Malformed input raises :class:`~afsd_cli.errors.InputError` naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from afsd_cli.errors import InputError
+
+#: THUMOS14 detection classes as ``(original THUMOS index, name)``; model id = position + 1.
+THUMOS14_CLASSES: tuple[tuple[int, str], ...] = (
+    (7, "BaseballPitch"), (9, "BasketballDunk"), (12, "Billiards"), (21, "CleanAndJerk"),
+    (22, "CliffDiving"), (23, "CricketBowling"), (24, "CricketShot"), (26, "Diving"),
+    (31, "FrisbeeCatch"), (33, "GolfSwing"), (36, "HammerThrow"), (40, "HighJump"),
+    (45, "JavelinThrow"), (51, "LongJump"), (68, "PoleVault"), (79, "Shotput"),
+    (85, "SoccerPenalty"), (92, "TennisSwing"), (93, "ThrowDiscus"), (97, "VolleyballSpiking"),
+)
+
+
+class Annotation(NamedTuple):
+    """One action instance: boundaries in sampled frames, model class id (1-based)."""
+
+    start: float
+    end: float
+    label: int
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the pipeline needs to know about one stored video.
+
+    ``sample_count`` is the number of frames in the ``.npy``; ``sample_fps`` converts those
+    frames to seconds. ``count``/``fps`` describe the native video (THUMOS CSV) and equal the
+    sampled values for ActivityNet, whose stored video already is the resampled one.
+    """
+
+    name: str
+    fps: float
+    sample_fps: float
+    count: float
+    sample_count: int
+    subset: str | None = None
+    duration: float | None = None
+
+
+@dataclass(frozen=True)
+class ClassIndex:
+    """Mapping between original dataset class indices, model ids (1-based) and names."""
+
+    original_to_model: dict[int, int]
+    names: tuple[str, ...]  # names[model_id - 1]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of foreground classes (the model has one more, the background)."""
+        return len(self.names)
+
+    def name_of(self, model_id: int) -> str:
+        return self.names[model_id - 1]
+
+
+def thumos14_class_index() -> ClassIndex:
+    """The built-in THUMOS14 class index (identical to ``Class Index_Detection.txt``)."""
+    return ClassIndex(
+        original_to_model={orig: i + 1 for i, (orig, _) in enumerate(THUMOS14_CLASSES)},
+        names=tuple(name for _, name in THUMOS14_CLASSES),
+    )
+
+
+def _read_csv_rows(path: str | Path, header: list[str]) -> list[tuple[int, list[str]]]:
+    """Rows of a CSV with the given header as ``(line number, fields)``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read: {exc}", path) from None
+    rows = list(csv.reader(text.splitlines()))
+    if not rows or [c.strip() for c in rows[0]] != header:
+        found = ",".join(rows[0]) if rows else "an empty file"
+        raise InputError(f"line 1: expected the header {','.join(header)!r}, found {found!r}", path)
+    out = []
+    for number, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise InputError(f"line {number}: expected {len(header)} fields, found {len(row)}", path)
+        out.append((number, [c.strip() for c in row]))
+    return out
+
+
+def _number(text: str, kind: type, path: Path | str, line: int, column: str):
+    try:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError
+        if kind is int:
+            if value != int(value):
+                raise ValueError
+            return int(value)
+        return value
+    except ValueError:
+        raise InputError(f"line {line}: column {column!r} is not a valid number: {text!r}", path) from None
+
+
+VIDEO_INFO_HEADER = ["video", "fps", "sample_fps", "count", "sample_count"]
+THUMOS_ANNOTATION_HEADER = ["video", "type", "type_idx", "start", "end", "startFrame", "endFrame"]
+
+
+def read_video_info_csv(path: str | Path) -> dict[str, VideoInfo]:
+    """Read a THUMOS14 ``video,fps,sample_fps,count,sample_count`` CSV (§1.2), in file order."""
+    infos: dict[str, VideoInfo] = {}
+    for line, (video, fps, sample_fps, count, sample_count) in _read_csv_rows(path, VIDEO_INFO_HEADER):
+        if not video:
+            raise InputError(f"line {line}: empty video name", path)
+        if video in infos:
+            raise InputError(f"line {line}: video {video!r} listed twice", path)
+        info = VideoInfo(
+            name=video,
+            fps=_number(fps, float, path, line, "fps"),
+            sample_fps=_number(sample_fps, float, path, line, "sample_fps"),
+            count=_number(count, float, path, line, "count"),
+            sample_count=_number(sample_count, int, path, line, "sample_count"),
+        )
+        if info.sample_fps <= 0 or info.count <= 0 or info.sample_count <= 0:
+            raise InputError(f"line {line}: sample_fps, count and sample_count must be positive", path)
+        infos[video] = info
+    return infos
+
+
+def read_class_index(path: str | Path) -> ClassIndex:
+    """Read ``Class Index_Detection.txt`` (lines ``"<original index> <name>"``; id = line number)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc}", path) from None
+    mapping: dict[int, int] = {}
+    names: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise InputError(f"line {number}: expected '<index> <name>', found {line!r}", path)
+        original = _number(parts[0], int, path, number, "index")
+        mapping[original] = len(names) + 1
+        names.append(parts[1])
+    if not names:
+        raise InputError("no classes listed", path)
+    return ClassIndex(original_to_model=mapping, names=tuple(names))
+
+
+def read_thumos_annotations(
+    path: str | Path,
+    video_infos: dict[str, VideoInfo],
+    class_index: ClassIndex | None = None,
+) -> dict[str, list[Annotation]]:
+    """Read a THUMOS14 annotation CSV (§1.1) into sampled-frame annotations (§2.1).
+
+    Boundaries come from the last two columns (native frames) times
+    ``sample_count / count``; the label from ``type_idx`` through the class index. Videos keep
+    their order of first appearance (the training-window order depends on it).
+    """
+    class_index = class_index or thumos14_class_index()
+    annotations: dict[str, list[Annotation]] = {}
+    for line, row in _read_csv_rows(path, THUMOS_ANNOTATION_HEADER):
+        video, type_idx, start_frame, end_frame = row[0], row[2], row[5], row[6]
+        info = video_infos.get(video)
+        if info is None:
+            raise InputError(f"line {line}: video {video!r} is not in the video-info CSV", path)
+        original = _number(type_idx, int, path, line, "type_idx")
+        label = class_index.original_to_model.get(original)
+        if label is None:
+            raise InputError(f"line {line}: unknown class index {original} ({row[1]!r})", path)
+        start = _number(start_frame, float, path, line, "startFrame")
+        end = _number(end_frame, float, path, line, "endFrame")
+        ratio = info.sample_count * 1.0 / info.count
+        annotations.setdefault(video, []).append(Annotation(start * ratio, end * ratio, label))
+    return annotations
+
+
+def read_anet_video_info(
+    path: str | Path, subset: str = "training", binary: bool = True
+) -> tuple[dict[str, VideoInfo], dict[str, list[Annotation]]]:
+    """Read ActivityNet ``video_info_train_val.json`` (§1.5) for one subset.
+
+    Returns the video infos (``sample_count = frame_num``) and the annotations in frames of the
+    resampled video; labels are binarised (any action -> 1) when ``binary``. Annotations with
+    ``end_frame <= start_frame`` are dropped (§2.4); videos left without one keep their info but
+    get no annotation entry.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"not a readable JSON file: {exc}", path) from None
+    if isinstance(data, dict) and "database" in data and isinstance(data["database"], dict):
+        data = data["database"]
+    if not isinstance(data, dict):
+        raise InputError("expected a JSON object mapping video ids to entries", path)
+    infos: dict[str, VideoInfo] = {}
+    annotations: dict[str, list[Annotation]] = {}
+    for video, entry in data.items():
+        if not isinstance(entry, dict) or "subset" not in entry:
+            raise InputError(f"video {video!r}: entry without a 'subset'", path)
+        if entry["subset"] != subset:
+            continue
+        try:
+            frame_num = int(entry["frame_num"])
+            fps = float(entry["fps"])
+            duration = float(entry.get("duration", frame_num / fps if fps > 0 else 0.0))
+            annos = []
+            for anno in entry.get("annotations", []):
+                start, end = float(anno["start_frame"]), float(anno["end_frame"])
+                label = int(anno.get("label_id", 1))
+                if end <= start:
+                    continue
+                annos.append(Annotation(start, end, (1 if label > 0 else 0) if binary else label))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"video {video!r}: malformed entry ({exc.__class__.__name__}: {exc})", path) from None
+        infos[video] = VideoInfo(video, fps, fps, float(frame_num), frame_num, subset, duration)
+        if annos:
+            annotations[video] = annos
+    return infos, annotations

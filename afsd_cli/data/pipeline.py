@@ -1,0 +1,420 @@
+"""The two batch jobs over folders: videos → RGB frame arrays (``prepare``) and RGB → flow (``flow``).
+
+Both are resumable (an existing, well-formed output is skipped unless ``overwrite``), write each
+output atomically, keep ``OUT_DIR/manifest.json`` up to date, and report a failing item without
+stopping the others. The per-item functions (:func:`prepare_one`, :func:`flow_one`) run inside
+the joblib workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from afsd_cli.data.batch import DONE, FAILED, SKIPPED, Task, TaskResult, check_backend, resolve_jobs, run_batch
+from afsd_cli.data.manifest import MANIFEST_NAME, Manifest
+from afsd_cli.data.video import (
+    ANET_MAX_FRAMES,
+    FRAME_SIZE,
+    MODES,
+    RESIZE_METHODS,
+    THUMOS_SAMPLE_FPS,
+    VIDEO_EXTENSIONS,
+    anet_target_fps,
+    find_video,
+    list_videos,
+    probe_video,
+    read_video,
+)
+from afsd_cli.data.video_info import (
+    ThumosVideoInfo,
+    anet_class_ids,
+    anet_entry_for,
+    anet_key_for,
+    anet_info_entry,
+    load_anet_video_info,
+    read_anet_ground_truth,
+    read_annotated_thumos_videos,
+    read_class_names,
+    write_anet_video_info,
+    write_thumos_video_info,
+)
+from afsd_cli.errors import ConfigError, InputError
+from afsd_cli.io import write_npy
+
+MANIFEST_SAVE_INTERVAL_S = 5.0
+
+
+@dataclass
+class BatchReport:
+    """Outcome of a batch command: one result per item, in item order."""
+
+    results: list[TaskResult]
+    out_dir: Path
+    manifest_path: Path
+    info_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def failures(self) -> list[TaskResult]:
+        return [r for r in self.results if r.status == FAILED]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def npy_is_complete(path: Path, channels: int) -> bool:
+    """True for a readable ``uint8 [T>0, H, W, channels]`` npy (its header is all we read)."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return False
+    return array.dtype == np.uint8 and array.ndim == 4 and array.shape[0] > 0 and array.shape[-1] == channels
+
+
+def _make_output_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder ({exc.strerror or exc})", out_dir) from None
+
+
+# --------------------------------------------------------------------------------------------
+# prepare
+
+
+def prepare_one(source: str, target: str, mode: str, resize: str, strict_count: bool,
+                max_frames: int = ANET_MAX_FRAMES, decode_threads: int | None = None) -> dict:
+    """Decode one video and write its frame array; returns what the manifest/info files need."""
+    video = read_video(source, mode, resize=resize, strict_count=strict_count, max_frames=max_frames,
+                       decode_threads=decode_threads)
+    write_npy(target, video.frames)
+    return {
+        "work_frames": video.count,
+        "shape": list(video.frames.shape),
+        "frames": video.count,
+        "fps": video.fps,
+        "count": video.count,
+        "container_count": video.container_count,
+        "sample_fps": video.sample_fps,
+        "sample_count": video.sample_count,
+        "duration": video.duration,
+    }
+
+
+def _plan_sources(video_dir: Path, dataset: str, annotations: Path | None, gt: dict | None):
+    """(name, source or None, reason-if-none) per video to produce, plus notes for the user."""
+    notes: list[str] = []
+    plan: list[tuple[str, Path | None, str | None]] = []
+    if annotations is not None and dataset == "thumos14":
+        # As upstream: exactly the annotated videos, sorted; a listed video without a file fails.
+        for name in read_annotated_thumos_videos(annotations):
+            source = find_video(video_dir, name)
+            plan.append((name, source, None if source else f"listed in {annotations.name} but no video file found"))
+        return plan, notes
+    files = list_videos(video_dir)
+    if gt is not None:
+        listed = [f for f in files if anet_key_for(gt, f.stem) is not None]
+        unlisted = len(files) - len(listed)
+        if unlisted:
+            notes.append(f"{unlisted} video file(s) not in {annotations.name} were left out")
+        missing = len(gt) - len({anet_key_for(gt, f.stem) for f in listed})
+        if missing:
+            notes.append(f"{missing} video(s) of {annotations.name} have no file in {video_dir}")
+        files = listed
+    seen: dict[str, Path] = {}
+    for source in files:
+        name = source.stem
+        if name in seen:
+            plan.append((name + source.suffix, None, f"{source.name}: {seen[name].name} already produces {name}.npy"))
+            continue
+        seen[name] = source
+        plan.append((name, source, None))
+    return plan, notes
+
+
+def _thumos_info_for(name: str, record: dict) -> ThumosVideoInfo:
+    return ThumosVideoInfo(name, record["fps"], THUMOS_SAMPLE_FPS, float(record["count"]), int(record["sample_count"]))
+
+
+def _skipped_record(name: str, source: Path, target: Path, mode: str, previous: dict | None, max_frames: int) -> dict:
+    """The record of an output kept from an earlier run (manifest first, else probe + npy header)."""
+    if previous and previous.get("status") == DONE and "sample_count" in previous:
+        return dict(previous)
+    shape = list(np.load(target, mmap_mode="r").shape)
+    probe = probe_video(source)
+    count = probe.container_count
+    sample_fps = THUMOS_SAMPLE_FPS if mode == "thumos14" else anet_target_fps(probe.fps, max(count, 1), max_frames)
+    return {
+        "status": DONE,
+        "source": str(source),
+        "output": target.name,
+        "shape": shape,
+        "frames": int(count),
+        "fps": probe.fps,
+        "count": int(count),
+        "sample_fps": sample_fps,
+        "sample_count": shape[0],
+        "duration": count / probe.fps if probe.fps > 0 else 0.0,
+    }
+
+
+def prepare_videos(
+    video_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    dataset: str = "thumos14",
+    annotations: str | Path | None = None,
+    info_path: str | Path | None = None,
+    class_names_path: str | Path | None = None,
+    jobs: int | None = None,
+    backend: str = "loky",
+    overwrite: bool = False,
+    resize: str = "pil-bicubic",
+    strict_count: bool = True,
+    max_frames: int = ANET_MAX_FRAMES,
+    on_start: Callable[[int], Any] | None = None,
+    on_result: Callable[[TaskResult], Any] | None = None,
+) -> BatchReport:
+    """Convert every video of ``video_dir`` into ``out_dir/<name>.npy`` and write the info file.
+
+    ``dataset`` picks the sampling (``thumos14``: 10 fps accumulator; ``anet``: ≤768 frames) and
+    the info file (``video_info.csv`` / ``video_info.json`` in ``out_dir`` unless ``info_path``).
+    ``annotations``: THUMOS14 annotation CSV (only its videos, sorted) or ActivityNet GT JSON
+    (only its videos; fills the annotations of the info JSON).
+    """
+    if dataset not in MODES:
+        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(MODES)}")
+    if resize not in RESIZE_METHODS:
+        raise ConfigError(f"unknown resize method {resize!r}; choose one of {', '.join(RESIZE_METHODS)}")
+    if max_frames < 1:
+        raise ConfigError(f"max_frames must be at least 1, got {max_frames}")
+    check_backend(backend)
+    video_dir, out_dir = Path(video_dir), Path(out_dir)
+    annotations = Path(annotations) if annotations is not None else None
+    if not video_dir.is_dir():
+        raise InputError("video folder not found", video_dir)
+    gt = read_anet_ground_truth(annotations) if annotations is not None and dataset == "anet" else None
+    class_ids = {}
+    if dataset == "anet":
+        names = read_class_names(class_names_path) if class_names_path else None
+        class_ids = anet_class_ids(gt or {}, names)
+    info_path = Path(info_path) if info_path else out_dir / ("video_info.csv" if dataset == "thumos14" else "video_info.json")
+    plan, notes = _plan_sources(video_dir, dataset, annotations, gt)
+    if not plan:
+        listed = f"listed in {annotations.name} " if annotations is not None else ""
+        raise InputError(f"no video file {listed}found (extensions: {', '.join(VIDEO_EXTENSIONS)})", video_dir)
+    _make_output_dir(out_dir)
+
+    manifest = Manifest(
+        out_dir / MANIFEST_NAME,
+        "prepare",
+        {"dataset": dataset, "video_dir": str(video_dir), "annotations": str(annotations) if annotations else None,
+         "resize": resize, "size": FRAME_SIZE, "strict_count": strict_count,
+         "max_frames": max_frames if dataset == "anet" else None},
+    )
+    if not overwrite:
+        notes += manifest.changed_settings(("dataset", "resize", "max_frames"))
+    if on_start is not None:
+        on_start(len(plan))
+
+    results: dict[str, TaskResult] = {}
+    sources: dict[str, str | None] = {name: str(source) if source else None for name, source, _ in plan}
+
+    def finish(result: TaskResult) -> None:
+        results[result.name] = result
+        if result.status == FAILED:
+            previous = manifest.get(result.name) or {}
+            manifest.record(result.name, {**previous, "status": FAILED, "source": sources.get(result.name),
+                                          "error": result.error, "seconds": round(result.seconds, 3)})
+        elif result.status == DONE:
+            manifest.record(result.name, {"status": DONE, "source": sources.get(result.name),
+                                          "output": f"{result.name}.npy", "seconds": round(result.seconds, 3),
+                                          **result.info})
+        manifest.save(throttle_s=MANIFEST_SAVE_INTERVAL_S)
+        if on_result is not None:
+            on_result(result)
+
+    # Parallel workers decode single-threaded: one core each instead of N threads per worker.
+    decode_threads = 1 if resolve_jobs(jobs) > 1 and len(plan) > 1 else None
+    tasks: list[Task] = []
+    for name, source, reason in plan:
+        if source is None:
+            finish(TaskResult(name, FAILED, error=reason))
+            continue
+        target = out_dir / f"{name}.npy"
+        if not overwrite and npy_is_complete(target, 3):
+            try:
+                record = _skipped_record(name, source, target, dataset, manifest.get(name), max_frames)
+            except Exception:  # noqa: BLE001 - cannot describe the old output: redo it
+                record = None
+            if record is not None:
+                manifest.record(name, record)
+                finish(TaskResult(name, SKIPPED, info=record))
+                continue
+        tasks.append(Task(name, prepare_one, (str(source), str(target), dataset, resize, strict_count, max_frames,
+                                                    decode_threads)))
+
+    try:
+        run_batch(tasks, jobs=jobs, backend=backend, on_result=finish)
+    finally:
+        manifest.save()  # also when interrupted: what finished is on record
+
+    ordered = [results[name] for name, _, _ in plan]
+    produced = {r.name: manifest.get(r.name) for r in ordered if r.status in (DONE, SKIPPED)}
+    if dataset == "thumos14":
+        _write_thumos_info(info_path, produced)
+    else:
+        _write_anet_info(info_path, produced, gt, class_ids)
+    return BatchReport(ordered, out_dir, manifest.path, info_path, notes)
+
+
+def _write_thumos_info(info_path: Path, produced: dict[str, dict]) -> None:
+    from afsd_cli.data.annotations import read_video_info_csv
+
+    rows: dict[str, ThumosVideoInfo] = {}
+    if info_path.exists():
+        try:
+            for name, info in read_video_info_csv(info_path).items():
+                rows[name] = ThumosVideoInfo(name, info.fps, info.sample_fps, info.count, info.sample_count)
+        except InputError:
+            rows = {}  # an unreadable old file is replaced by what we know
+    for name, record in produced.items():
+        if name in rows and rows[name].sample_count == record.get("sample_count"):
+            continue  # keep the row as it was written (skipped videos)
+        rows[name] = _thumos_info_for(name, record)
+    if rows:
+        write_thumos_video_info(info_path, rows.values())
+
+
+def _write_anet_info(info_path: Path, produced: dict[str, dict], gt: dict | None, class_ids: dict[str, int]) -> None:
+    entries: dict[str, dict] = {}
+    if info_path.exists():
+        try:
+            entries = load_anet_video_info(info_path)
+        except InputError:
+            entries = {}
+    for name, record in produced.items():
+        entries[name] = anet_info_entry(
+            frame_num=int(record["sample_count"]),
+            fps=float(record["sample_fps"]),
+            duration=float(record.get("duration") or 0.0),
+            gt=anet_entry_for(gt, name) if gt is not None else None,
+            class_ids=class_ids,
+        )
+    if entries:
+        write_anet_video_info(info_path, entries)
+
+
+# --------------------------------------------------------------------------------------------
+# flow
+
+
+def flow_one(source: str, target: str, method: str, device: str, jpeg_quality: int | None) -> dict:
+    """Read one RGB npy (memory-mapped), compute its flow, write ``uint8 [T, H, W, 2]``."""
+    try:
+        frames = np.load(source, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"not a readable .npy array ({exc})", source) from None
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise InputError(f"expected uint8 [T, H, W, 3] RGB frames, got {frames.dtype} {list(frames.shape)}", source)
+    from afsd_cli.data.flow import compute_flow
+
+    try:
+        flow = compute_flow(np.asarray(frames), method=method, device=device, jpeg_quality=jpeg_quality)
+    except InputError as exc:
+        raise InputError(exc.message, source) from None
+    expected = (*frames.shape[:3], 2)
+    if flow.dtype != np.uint8 or flow.shape != expected:
+        raise InputError(f"flow backend returned {flow.dtype} {list(flow.shape)}, expected uint8 {list(expected)}", source)
+    write_npy(target, flow)
+    return {"work_frames": int(frames.shape[0]), "shape": list(flow.shape), "frames": int(frames.shape[0])}
+
+
+def flow_files(
+    rgb_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    method: str = "tvl1",
+    device: str = "cpu",
+    jpeg_quality: int | None = None,
+    jobs: int | None = None,
+    backend: str = "loky",
+    overwrite: bool = False,
+    on_start: Callable[[int], Any] | None = None,
+    on_result: Callable[[TaskResult], Any] | None = None,
+) -> BatchReport:
+    """Compute ``out_dir/<name>.npy`` flow for every ``rgb_dir/<name>.npy``."""
+    rgb_dir, out_dir = Path(rgb_dir), Path(out_dir)
+    if not rgb_dir.is_dir():
+        raise InputError("RGB npy folder not found", rgb_dir)
+    if rgb_dir.resolve() == out_dir.resolve():
+        raise ConfigError("OUT_DIR must differ from RGB_NPY_DIR (flow files have the same names)")
+    check_backend(backend)
+    if jpeg_quality is not None and not 0 <= int(jpeg_quality) <= 100:
+        raise ConfigError(f"--jpeg-quality must be in 0..100, got {jpeg_quality}")
+    try:
+        from afsd_cli.data.flow import METHODS, available_methods, compute_flow
+    except ImportError as exc:
+        raise ConfigError(f"the optical-flow library is not available: {exc}") from None
+    if method not in METHODS:
+        raise ConfigError(f"unknown flow method {method!r}; choose one of {', '.join(METHODS)}")
+    usable, why = available_methods()[method]
+    if not usable:
+        raise ConfigError(f"flow method {method!r} is unavailable: {why}")
+    # A bad method/device combination is the same error for every file: find it once, up front.
+    compute_flow(np.zeros((2, 16, 16, 3), np.uint8), method=method, device=device, jpeg_quality=jpeg_quality)
+    sources = sorted(p for p in rgb_dir.glob("*.npy") if not p.name.startswith("."))
+    if not sources:
+        raise InputError("no .npy file found", rgb_dir)
+    _make_output_dir(out_dir)
+    manifest = Manifest(out_dir / MANIFEST_NAME, "flow",
+                        {"rgb_dir": str(rgb_dir), "method": method, "device": device, "jpeg_quality": jpeg_quality})
+    notes = [] if overwrite else manifest.changed_settings(("method", "jpeg_quality"))
+    if on_start is not None:
+        on_start(len(sources))
+
+    results: dict[str, TaskResult] = {}
+
+    def finish(result: TaskResult) -> None:
+        results[result.name] = result
+        source = str(rgb_dir / f"{result.name}.npy")
+        if result.status == FAILED:
+            previous = manifest.get(result.name) or {}
+            manifest.record(result.name, {**previous, "status": FAILED, "source": source, "error": result.error,
+                                          "seconds": round(result.seconds, 3)})
+        elif result.status == DONE:
+            manifest.record(result.name, {"status": DONE, "source": source, "output": f"{result.name}.npy",
+                                          "seconds": round(result.seconds, 3), "method": method, "device": device,
+                                          "jpeg_quality": jpeg_quality, **result.info})
+        manifest.save(throttle_s=MANIFEST_SAVE_INTERVAL_S)
+        if on_result is not None:
+            on_result(result)
+
+    tasks: list[Task] = []
+    for source in sources:
+        name, target = source.stem, out_dir / source.name
+        if not overwrite and npy_is_complete(target, 2):
+            record = manifest.get(name)
+            if not record or record.get("status") != DONE:
+                shape = list(np.load(target, mmap_mode="r").shape)
+                record = {"status": DONE, "source": str(source), "output": target.name, "shape": shape,
+                          "frames": shape[0]}
+                manifest.record(name, record)
+            finish(TaskResult(name, SKIPPED, info=record))
+            continue
+        tasks.append(Task(name, flow_one, (str(source), str(target), method, device, jpeg_quality)))
+
+    try:
+        run_batch(tasks, jobs=jobs, backend=backend, on_result=finish)
+    finally:
+        manifest.save()
+    return BatchReport([results[s.stem] for s in sources], out_dir, manifest.path, notes=notes)
+

@@ -1,0 +1,164 @@
+"""The per-video info files the loaders read, written by ``afsd prepare``.
+
+Readers for training live in :mod:`afsd_cli.data.annotations`; this module writes.
+
+* THUMOS14: ``video,fps,sample_fps,count,sample_count`` CSV (the official ``*_video_info.csv``):
+  fps as OpenCV reports it, ``count`` the native frame count written as a float (``1012.0``),
+  ``sample_fps`` 10.0, ``sample_count`` the frames stored in the npy.
+* ActivityNet: the ``video_info_train_val.json`` layout, keyed by video name:
+  ``{subset, duration, frame_num, annotations: [{start_frame, end_frame, label, label_id}], fps}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from afsd_cli.errors import InputError
+from afsd_cli.io import write_json, write_text
+
+THUMOS_INFO_COLUMNS = ("video", "fps", "sample_fps", "count", "sample_count")
+
+
+@dataclass
+class ThumosVideoInfo:
+    video: str
+    fps: float
+    sample_fps: float
+    count: float
+    sample_count: int
+
+    def row(self) -> list[str]:
+        # repr() of a float is what the official pandas writer printed (30.0, 29.97002997002997).
+        return [self.video, repr(float(self.fps)), repr(float(self.sample_fps)), repr(float(self.count)), str(int(self.sample_count))]
+
+
+def write_thumos_video_info(path: str | Path, infos: Iterable[ThumosVideoInfo]) -> Path:
+    """Write the CSV atomically, rows sorted by video name."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(THUMOS_INFO_COLUMNS)
+    for info in sorted(infos, key=lambda i: i.video):
+        writer.writerow(info.row())
+    return write_text(path, buffer.getvalue())
+
+
+def read_annotated_thumos_videos(path: str | Path) -> list[str]:
+    """Sorted unique ``video`` names of a THUMOS14 annotation CSV (what the official step converts)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("annotation CSV not found", path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read annotation CSV: {exc}", path) from None
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or "video" not in [f.strip() for f in reader.fieldnames]:
+        raise InputError("annotation CSV has no `video` column", path)
+    key = next(f for f in reader.fieldnames if f.strip() == "video")
+    names = {(row.get(key) or "").strip() for row in reader}
+    names.discard("")
+    if not names:
+        raise InputError("annotation CSV lists no video", path)
+    return sorted(names)
+
+
+# --------------------------------------------------------------------------------------------
+# ActivityNet
+
+
+def read_anet_ground_truth(path: str | Path) -> dict[str, dict]:
+    """An ActivityNet-style GT JSON: ``{"database": {id: {...}}}`` or directly ``{id: {...}}``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("annotation JSON not found", path) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read annotation JSON: {exc}", path) from None
+    database = data.get("database", data) if isinstance(data, dict) else None
+    if not isinstance(database, dict) or not all(isinstance(v, dict) for v in database.values()):
+        raise InputError("annotation JSON must map video ids to objects (optionally under `database`)", path)
+    return database
+
+
+def anet_key_for(database: Mapping[str, dict], video: str) -> str | None:
+    """The GT key of a video file stem; ActivityNet ids are stored with or without ``v_``."""
+    for key in (video, video[2:] if video.startswith("v_") else None, f"v_{video}"):
+        if key is not None and key in database:
+            return key
+    return None
+
+
+def anet_entry_for(database: Mapping[str, dict], video: str) -> dict | None:
+    key = anet_key_for(database, video)
+    return database[key] if key is not None else None
+
+
+def anet_info_entry(
+    *,
+    frame_num: int,
+    fps: float,
+    duration: float,
+    gt: Mapping | None,
+    class_ids: Mapping[str, int],
+) -> dict:
+    """One ``video_info_train_val.json`` entry; annotation frames = seconds x resampled fps (floats)."""
+    annotations = []
+    for anno in (gt or {}).get("annotations", []) or []:
+        start, end = (float(x) for x in anno["segment"])
+        label = anno.get("label")
+        annotations.append(
+            {"start_frame": start * fps, "end_frame": end * fps, "label": label, "label_id": class_ids.get(label)}
+        )
+    return {
+        "subset": (gt or {}).get("subset"),
+        "duration": float((gt or {}).get("duration", duration)),
+        "frame_num": int(frame_num),
+        "annotations": annotations,
+        "fps": float(fps),
+    }
+
+
+def anet_class_ids(database: Mapping[str, dict], class_names: list[str] | None = None) -> dict[str, int]:
+    """Label → id (1-based). With the official ``action_name.txt`` order when given; otherwise
+    the sorted labels of the GT (the ActivityNet loader binarises labels, so only names matter)."""
+    if class_names is None:
+        labels = {a.get("label") for v in database.values() for a in (v.get("annotations") or [])}
+        class_names = sorted(label for label in labels if label)
+    return {name: i + 1 for i, name in enumerate(class_names)}
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    path = Path(path)
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except OSError as exc:
+        raise InputError(f"cannot read class-name file: {exc}", path) from None
+    names = [n for n in names if n]
+    if not names:
+        raise InputError("class-name file is empty", path)
+    return names
+
+
+def load_anet_video_info(path: str | Path) -> dict[str, dict]:
+    """The raw ``{video: entry}`` object of an info JSON we wrote (to merge into on resume);
+    training reads it through :func:`afsd_cli.data.annotations.read_anet_video_info`."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("video-info JSON not found", path) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read video-info JSON: {exc}", path) from None
+    if not isinstance(data, dict):
+        raise InputError("video-info JSON must be an object keyed by video name", path)
+    return data
+
+
+def write_anet_video_info(path: str | Path, infos: Mapping[str, dict]) -> Path:
+    return write_json(path, {k: infos[k] for k in sorted(infos)})
