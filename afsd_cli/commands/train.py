@@ -1,14 +1,121 @@
-"""`afsd train`."""
+"""`afsd train`: train AFSD from a config, on one device or under torchrun (DDP)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any, List, Optional
+
 import typer
 
-from afsd_cli.commands._common import not_implemented
+from afsd_cli.commands._common import console, err_console, handle_errors
+
+TERM_LABELS = {"loc": "loc", "conf": "conf", "prop_loc": "p_loc", "prop_conf": "p_conf", "center": "iou",
+               "start": "start", "end": "end", "trip": "trip"}
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def train() -> None:
-        """Not implemented yet."""
-        raise not_implemented("train")
+    @handle_errors
+    def train(
+        ctx: typer.Context,
+        config: Optional[Path] = typer.Argument(
+            None, help="YAML config (official layout). Optional with --resume (the run's config.yaml is used)."),
+        name: Optional[str] = typer.Option(None, "--name", help="run folder name (default: exp, exp2, ...)"),
+        resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this folder after its last saved epoch"),
+        runs_dir: Path = typer.Option(Path("runs/train"), "--runs-dir", help="base folder of new runs"),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (torchrun: one GPU per process)"),
+        amp: Optional[str] = typer.Option(None, "--amp", help="off, bf16 or fp16 (default: training.amp)"),
+        workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers (default: training.num_workers)"),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop every epoch after this many steps (smoke runs)"),
+    ) -> None:
+        """Train AFSD. Extra KEY=VALUE arguments override config keys, e.g. training.max_epoch=4.
+
+        Multi-GPU: torchrun --nproc_per_node N -m afsd_cli train CONFIG ...
+        """
+        from afsd_cli.config import load_config
+        from afsd_cli.errors import ConfigError
+
+        overrides: List[str] = list(ctx.args)
+        if config is not None and "=" in config.name and not config.exists():
+            # `afsd train --resume RUN key=value`: the first override landed in CONFIG's slot
+            overrides.insert(0, str(config))
+            config = None
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"unexpected argument {item!r}: overrides are KEY=VALUE (e.g. training.max_epoch=4)")
+        if resume is not None:
+            if not resume.is_dir():
+                raise ConfigError("no such run folder", resume)
+            config_path = config or resume / "config.yaml"
+            run_dir: Any = resume
+        else:
+            if config is None:
+                raise ConfigError("a CONFIG file is needed (or --resume RUN_DIR)")
+            config_path = config
+            from afsd_cli.engine.trainer import new_run_dir
+
+            run_dir = lambda: new_run_dir(runs_dir, name)  # noqa: E731 - evaluated on rank 0 only
+        cfg = load_config(config_path, overrides)
+        _run(cfg, run_dir, resume is not None, device, amp, workers, max_steps)
+
+
+def _run(cfg, run_dir, resume: bool, device: str, amp: Optional[str], workers: Optional[int],
+         max_steps: Optional[int]) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich import box
+    from rich.table import Table
+
+    from afsd_cli.engine.trainer import TrainOptions, train
+
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    progress = Progress(
+        TextColumn("[bold]{task.fields[epoch]}[/]"), BarColumn(bar_width=20), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
+        console=console, disable=not main_process, transient=False,
+    )
+    task = None
+
+    def on_event(event: dict) -> None:
+        nonlocal task
+        kind = event["kind"]
+        if not main_process:
+            return
+        if kind == "epoch_start":
+            task = progress.add_task("train", total=event["steps"], epoch=f"{event['epoch']}/{event['max_epoch']}", losses="")
+        elif kind == "step" and task is not None:
+            losses = event["losses"]
+            text = f"loss {losses['total']:.4g} (" + " ".join(
+                f"{TERM_LABELS[k]} {losses[k]:.3g}" for k in TERM_LABELS) + ")"
+            progress.update(task, completed=event["step"], losses=text)
+        elif kind == "validation":
+            progress.console.print(f"epoch {event['epoch']}: validation mAP {event['map']:.4f}")
+        elif kind in ("warning", "skipped_step"):
+            message = event.get("message") or f"epoch {event['epoch']} step {event['step']}: non-finite {', '.join(event['terms'])}, step skipped"
+            err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        elif kind == "info":
+            progress.console.print(event["message"], highlight=False, soft_wrap=True)
+
+    options = TrainOptions(device=device, amp=amp, num_workers=workers, max_steps_per_epoch=max_steps)
+    with progress:
+        result = train(cfg, run_dir, resume=resume, options=options, callback=on_event)
+    if not main_process:
+        return
+    table = Table(title="weighted loss per epoch (means)", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for column in ("ep", "total", *TERM_LABELS.values()):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in result.epochs:
+        table.add_row(str(row["epoch"]), f"{row['total']:.4g}", *(f"{row[k]:.3g}" for k in TERM_LABELS))
+    console.print(table)
+    for row in result.epochs[-1:]:
+        val = row.get("val_map")
+        extra = "" if val is None or val != val else f", validation mAP {val:.4f}"
+        console.print(f"epoch {row['epoch']}: {row['seconds']:.1f} s, {row['frames_per_second']:.3g} frames/s{extra}",
+                      highlight=False)
+    console.print(f"run folder: {result.run_dir}", soft_wrap=True, highlight=False)
+    last = result.epochs[-1]["epoch"] if result.epochs else None
+    if last is not None:
+        console.print(f"checkpoint: {result.run_dir / f'checkpoint-{last}.ckpt'}", soft_wrap=True, highlight=False)
+    if result.best_epoch is not None:
+        console.print(f"best validation mAP {result.best_map:.4f} at epoch {result.best_epoch}: "
+                      f"{result.run_dir / 'checkpoint-best.ckpt'}", soft_wrap=True, highlight=False)

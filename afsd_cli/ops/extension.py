@@ -42,12 +42,14 @@ _lock = threading.Lock()
 
 def source_dir() -> Path | None:
     """The folder holding the op's sources: ``$AFSD_CSRC_DIR``, the repo's ``csrc/`` (editable
-    install / checkout) or ``afsd_cli/csrc/`` (wheel with package data); None when absent."""
+    install / checkout), ``afsd_cli/csrc/`` or ``<prefix>/share/afsd/csrc`` (a wheel installs the
+    sources there as data files); None when absent."""
     here = Path(__file__).resolve()
     candidates = []
     if os.environ.get(SOURCES_ENV):
         candidates.append(Path(os.environ[SOURCES_ENV]))
-    candidates += [here.parents[2] / "csrc", here.parents[1] / "csrc"]
+    candidates += [here.parents[2] / "csrc", here.parents[1] / "csrc",
+                   Path(sys.prefix) / "share" / "afsd" / "csrc"]
     for base in candidates:
         folder = base / _SOURCE_SUBDIR
         if (folder / _DISPATCHER).is_file() and (folder / _CPU_SOURCE).is_file():

@@ -1,0 +1,279 @@
+"""Training datasets over memory-mapped frame arrays (spec §2.3-§2.5).
+
+Each video's ``<name>.npy`` (``uint8 [T, H, W, C]``) is opened with ``np.load(mmap_mode="r")``
+the first time a worker needs it, and only the cropped window is copied out: memory stays flat
+however large the training set is (the official code loads all of it into RAM first).
+
+Randomness (crop, flip, consistency sample) comes from a ``random.Random`` seeded by
+``(seed, epoch, index)``: a sample is the same whatever worker draws it, and a resumed run
+sees exactly the samples an uninterrupted one would. The draws happen in the official order
+(crop top, crop left, flip, then the four choices of the consistency sample).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from afsd_cli.data.annotations import Annotation
+from afsd_cli.data.windows import TrainingWindow, boundary_masks, normalised_targets
+from afsd_cli.errors import InputError
+
+
+class ConsistencySample(NamedTuple):
+    """The boundary-consistency sample of §2.5 as an index map: the new clip is
+    ``clip[:, source_index]``; ``proposals`` ``[[s, e]] x 3`` in window frames = (first part of
+    the split action, second part, inserted background)."""
+
+    source_index: np.ndarray  # int64 [L]
+    proposals: np.ndarray  # float32 [3, 2]
+
+
+def _background_region(annotations: Sequence[Annotation], clip_length: int, th: int, rng: random.Random):
+    """A gap between annotation boundaries longer than ``th`` frames, as integer ``[a, b]``."""
+    spans = [(a.start, a.end) for a in annotations]
+    times = sorted([t for span in spans for t in span] + [0, clip_length - 1])
+    regions = [(times[i], times[i + 1]) for i in range(len(times) - 1)]
+    regions = [r for r in regions if r not in spans and math.floor(r[1]) - math.ceil(r[0]) > th]
+    if not regions:
+        return None
+    a, b = rng.choice(regions)
+    return math.ceil(a), math.floor(b)
+
+
+def consistency_sample(
+    annotations: Sequence[Sequence[float]],
+    clip_length: int,
+    th: int,
+    rng: random.Random,
+    inclusive_length: bool = False,
+) -> ConsistencySample | None:
+    """Build the boundary-consistency sample (§2.5), or ``None`` when the window has none.
+
+    An action longer than ``2·th`` (``inclusive_length``: at least, ActivityNet) is cut at a
+    random point and a ``th``-frame background snippet from elsewhere in the window is inserted
+    at the cut, shifting the frames in between.
+    """
+    annotations = [Annotation(float(a[0]), float(a[1]), int(a[2])) for a in annotations]
+    if inclusive_length:
+        candidates = [a for a in annotations if a.end - a.start >= 2 * th]
+    else:
+        candidates = [a for a in annotations if a.end - a.start > 2 * th]
+    if not candidates:
+        return None
+    gt = rng.choice(candidates)
+    cut_range = range(math.floor(th), math.ceil(gt.end - gt.start - th))
+    if not cut_range:
+        return None
+    t = rng.choice(cut_range) + math.ceil(gt.start)
+    background = _background_region(annotations, clip_length, th, rng)
+    if background is None:
+        return None
+    bg_a, bg_b = background
+    snippet_range = range(bg_b - bg_a - th)
+    if not snippet_range:
+        return None
+    st = rng.choice(snippet_range) + bg_a
+    en = st + th
+
+    original = np.arange(clip_length, dtype=np.int64)
+    source = original.copy()
+    try:
+        # slices as in the official tensor copies; both read the unmodified clip
+        if gt.end < st:  # background after the action
+            source[t:t + th] = original[st:en]
+            source[t + th:en] = original[t:st]
+            proposals = [[gt.start, t], [t + th, th + gt.end], [t + 1, t + th - 1]]
+        else:  # background before the action
+            source[st:t - th] = original[en:t]
+            source[t - th:t] = original[st:en]
+            proposals = [[gt.start - th, t - th], [t, gt.end], [t - th + 1, t - 1]]
+    except ValueError:  # a slice ran past the clip: no sample (ActivityNet's behaviour)
+        return None
+    return ConsistencySample(source, np.asarray(proposals, dtype=np.float64).astype(np.float32))
+
+
+class TrainingSample(NamedTuple):
+    clip: Any  # float32 tensor [C, L, crop, crop] in [-1, 1]
+    targets: Any  # float32 tensor [N, 3] = (s/L, e/L, label)
+    scores: Any  # float32 tensor [2, L] (start, end) or [3, L] (action, start, end)
+    consistency: ConsistencySample | None
+
+
+class TrainingBatch(NamedTuple):
+    clips: Any  # [B, C, L, crop, crop]
+    targets: list  # B x [N_b, 3]
+    scores: Any  # [B, 2|3, L]
+    consistency_index: list  # B x (LongTensor [L] | None)
+    consistency_proposals: list  # B x (FloatTensor [3, 2] | None)
+
+
+def collate_training(samples: Sequence[TrainingSample]) -> TrainingBatch:
+    """Stack clips and masks; keep targets and consistency samples as per-sample lists."""
+    import torch
+
+    return TrainingBatch(
+        clips=torch.stack([s.clip for s in samples]),
+        targets=[s.targets for s in samples],
+        scores=torch.stack([s.scores for s in samples]),
+        consistency_index=[None if s.consistency is None else torch.from_numpy(s.consistency.source_index)
+                           for s in samples],
+        consistency_proposals=[None if s.consistency is None else torch.from_numpy(s.consistency.proposals)
+                               for s in samples],
+    )
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A well-mixed 64-bit seed for one sample of one epoch."""
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(2, np.uint64)[0])
+
+
+class WindowDataset:
+    """Training clips cut from memory-mapped ``<data_dir>/<video>.npy`` arrays (a torch
+    ``Dataset``: ``len`` and ``[index]``).
+
+    ``pad_value`` fills frames past the end of the video before normalisation (THUMOS 0 → −1,
+    ActivityNet 127.5 → 0); ``action_mask`` adds the ActivityNet action row to ``scores``;
+    ``inclusive_split`` is the ActivityNet ``>=`` of the consistency sample.
+    """
+
+    def __init__(
+        self,
+        windows: Sequence[TrainingWindow],
+        data_dir: str | Path,
+        clip_length: int,
+        crop_size: int,
+        in_channels: int = 3,
+        pad_value: float = 0.0,
+        action_mask: bool = False,
+        inclusive_split: bool = False,
+        augment: bool = True,
+        consistency: bool = True,
+        seed: int = 2020,
+    ):
+        self.windows = list(windows)
+        self.data_dir = Path(data_dir)
+        self.clip_length = clip_length
+        self.crop_size = crop_size
+        self.in_channels = in_channels
+        self.pad_value = pad_value
+        self.action_mask = action_mask
+        self.inclusive_split = inclusive_split
+        self.augment = augment
+        self.consistency = consistency
+        self.seed = seed
+        self.epoch = 0
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws the next samples use."""
+        self.epoch = epoch
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_arrays"] = {}  # each worker opens its own maps
+        return state
+
+    def array(self, video: str) -> np.ndarray:
+        """The memory-mapped ``uint8 [T, H, W, C]`` array of ``video`` (opened once per process)."""
+        array = self._arrays.get(video)
+        if array is None:
+            path = self.data_dir / f"{video}.npy"
+            try:
+                array = np.load(path, mmap_mode="r", allow_pickle=False)
+            except FileNotFoundError:
+                raise InputError("frame array not found", path) from None
+            except (OSError, ValueError) as exc:
+                raise InputError(f"not a readable .npy array: {exc}", path) from None
+            if array.ndim != 4 or array.shape[3] != self.in_channels:
+                raise InputError(
+                    f"expected frames [T, H, W, {self.in_channels}], found shape {list(array.shape)}", path)
+            if array.shape[1] < self.crop_size or array.shape[2] < self.crop_size:
+                raise InputError(f"frames {array.shape[1]}x{array.shape[2]} are smaller than the crop {self.crop_size}", path)
+            self._arrays[video] = array
+        return array
+
+    def _crop_window(self, window: TrainingWindow, rng: random.Random):
+        """Cropped, padded, flipped uint8->float clip ``[C, L, crop, crop]`` (not normalised)."""
+        array = self.array(window.video)
+        height, width = array.shape[1], array.shape[2]
+        crop = self.crop_size
+        if self.augment:
+            top = rng.randint(0, height - crop) if height != crop else 0
+            left = rng.randint(0, width - crop) if width != crop else 0
+            flip = rng.random() < 0.5
+        else:
+            top, left, flip = int(np.round((height - crop) / 2.0)), int(np.round((width - crop) / 2.0)), False
+        stop = window.offset + min(window.num_frames, self.clip_length)
+        frames = np.asarray(array[window.offset:stop, top:top + crop, left:left + crop, :])
+        clip = np.full((self.in_channels, self.clip_length, crop, crop), self.pad_value, dtype=np.float32)
+        clip[:, :frames.shape[0]] = frames.transpose(3, 0, 1, 2)
+        if flip:  # the x-flow channel is not negated (spec Q5)
+            clip = clip[..., ::-1]
+        return np.ascontiguousarray(clip)
+
+    def __getitem__(self, index: int) -> TrainingSample:
+        import torch
+
+        window = self.windows[index]
+        rng = random.Random(sample_seed(self.seed, self.epoch, index))
+        clip = torch.from_numpy(self._crop_window(window, rng))
+        clip = (clip / 255.0) * 2.0 - 1.0
+        consistency = None
+        if self.consistency:
+            consistency = consistency_sample(
+                window.annotations, self.clip_length, window.consistency_threshold, rng, self.inclusive_split)
+        targets = torch.from_numpy(normalised_targets(window.annotations, self.clip_length))
+        scores = torch.from_numpy(boundary_masks(window.annotations, self.clip_length, with_action=self.action_mask))
+        return TrainingSample(clip, targets, scores, consistency)
+
+
+def build_training_dataset(cfg, seed: int | None = None, consistency: bool | None = None) -> WindowDataset:
+    """The training dataset a config describes (THUMOS14 sliding windows or ActivityNet clips)."""
+    from afsd_cli.data.annotations import read_anet_video_info, read_thumos_annotations, read_video_info_csv
+    from afsd_cli.data.windows import anet_training_windows, thumos_training_windows
+    from afsd_cli.errors import ConfigError
+
+    split = cfg.dataset.training
+    dataset = str(cfg.dataset.name)
+    clip_length, crop = int(split.clip_length), int(split.crop_size)
+    if not split.video_info_path:
+        raise ConfigError("dataset.training.video_info_path is not set")
+    if dataset == "anet":
+        infos, annotations = read_anet_video_info(split.video_info_path, "training", binary=True)
+        windows, _ = anet_training_windows(infos, annotations, clip_length)
+        data_dir = split.video_data_path or split.video_mp4_path
+        extra = dict(pad_value=127.5, action_mask=True, inclusive_split=True)
+    else:
+        if not split.video_anno_path:
+            raise ConfigError("dataset.training.video_anno_path is not set")
+        infos = read_video_info_csv(split.video_info_path)
+        class_index = None
+        class_index_path = getattr(cfg.dataset, "class_index_path", None)
+        if class_index_path:
+            from afsd_cli.data.annotations import read_class_index
+
+            class_index = read_class_index(class_index_path)
+        annotations = read_thumos_annotations(split.video_anno_path, infos, class_index)
+        windows, _ = thumos_training_windows(infos, annotations, clip_length, int(split.clip_stride))
+        data_dir = split.video_data_path
+        extra = dict(pad_value=0.0)
+    if not data_dir:
+        raise ConfigError("dataset.training.video_data_path is not set")
+    if not windows:
+        raise InputError("no training window: no annotated video has an action inside a window",
+                         split.video_info_path)
+    if consistency is None:
+        consistency = float(getattr(cfg.training, "ssl", 0.1) or 0.0) > 0
+    return WindowDataset(
+        windows, data_dir, clip_length, crop, int(getattr(cfg.model, "in_channels", 3)),
+        consistency=consistency,
+        seed=int(cfg.training.random_seed if seed is None else seed), **extra,
+    )

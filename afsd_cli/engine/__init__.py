@@ -1,0 +1,1 @@
+"""Training and inference engines (targets, losses, trainer, inference, post-processing)."""

@@ -1,0 +1,696 @@
+"""Windows → batched forward passes → raw outputs → detections, for one or two streams.
+
+The official procedure (spec §5.1, §5.4) runs one window at a time. Here the windows of all
+videos flow through the network in batches of ``batch_size`` (windows of different videos may
+share a batch); each video is post-processed as soon as its last window is back. In fp32 the
+detections do not depend on the batch size (tested with 1 vs 3).
+
+Per window: the uint8 frames ``[T, H, W, C]`` are centre-cropped, sliced, normalised
+``x / 255 · 2 − 1`` and *then* zero-padded to ``clip_length`` (pad value 0.0, §7.1 Q3 — the
+ActivityNet script pads raw 127.5 before normalising, the same 0.0). Fusion (§5.2/§5.4) runs both
+networks on the same windows and combines their raw outputs before decoding.
+
+Entry points: :class:`Predictor` (models + settings) with :meth:`Predictor.run` over
+:class:`VideoJob` items, and the helpers that build jobs from stored arrays or video files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from afsd_cli.engine.postprocess import (
+    PostprocessSettings,
+    RawOutputs,
+    VideoMeta,
+    assemble_detections,
+    decode,
+    decode_fused,
+    relabel_with_classifier,
+)
+from afsd_cli.errors import CheckpointError, ConfigError, InputError
+
+#: dataset → (how two streams are fused, output "version", one window per video at offset 0)
+DATASET_PROCEDURES: dict[str, tuple[str, str, bool]] = {
+    "thumos14": ("average", "THUMOS14", False),
+    "anet": ("geometric", "ActivityNet-v1.3", True),
+}
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """``[T, H, W, C]`` → ``[C, T, size, size]`` centre crop (official offsets ``round((H-size)/2)``)."""
+    _, height, width, _ = frames.shape
+    top = int(np.round((height - size) / 2.0))
+    left = int(np.round((width - size) / 2.0))
+    return np.ascontiguousarray(frames[:, top:top + size, left:left + size].transpose(3, 0, 1, 2))
+
+
+def check_array(array: Any, channels: int, crop_size: int, path: str | Path | None = None) -> None:
+    """Raise InputError unless ``array`` is a ``uint8 [T, H, W, channels]`` frame array."""
+    if not isinstance(array, np.ndarray):
+        raise InputError(f"expected a numpy array, got {type(array).__name__}", path)
+    if array.dtype != np.uint8:
+        raise InputError(f"expected dtype uint8, got {array.dtype}", path)
+    if array.ndim != 4 or array.shape[-1] != channels:
+        kind = "RGB" if channels == 3 else "flow" if channels == 2 else f"{channels}-channel"
+        raise InputError(f"expected a {kind} array [T, H, W, {channels}], got shape {list(array.shape)}", path)
+    if array.shape[0] == 0:
+        raise InputError("the array has no frames", path)
+    if min(array.shape[1:3]) < crop_size:
+        raise InputError(f"frames of {array.shape[1]}x{array.shape[2]} px are smaller than the "
+                         f"{crop_size} px crop", path)
+
+
+def load_array(path: str | Path, channels: int, crop_size: int) -> np.ndarray:
+    """Load one stored ``.npy`` frame array, checked (memory-mapped: only cropped frames are read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("array file not found", path)
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError/OSError/... for corrupt files
+        raise InputError(f"cannot read the array ({type(exc).__name__}: {exc})", path) from None
+    check_array(array, channels, crop_size, path)
+    return array
+
+
+def window_offsets(num_frames: int, clip_length: int, stride: int, single_window: bool) -> list[int]:
+    """Window starts of a video: ActivityNet one at 0; THUMOS14 strided plus the tail (§5.1)."""
+    if single_window:
+        return [0]
+    from afsd_cli.data.windows import test_window_offsets
+
+    return test_window_offsets(num_frames, clip_length, stride)
+
+
+def normalised_window(clip: np.ndarray, offset: int, clip_length: int,
+                      device: str | torch.device = "cpu") -> torch.Tensor:
+    """``[C, L, h, w]`` float32: frames ``offset..offset+L`` normalised, zero-padded at the end.
+
+    The uint8 frames move to ``device`` first (4× less to copy than floats); the arithmetic is
+    the official ``x / 255 · 2 − 1`` in float32, then the padding (0.0) is appended.
+    """
+    part = torch.from_numpy(np.ascontiguousarray(clip[:, offset:offset + clip_length])).to(device)
+    part = (part.float() / 255.0) * 2.0 - 1.0
+    if part.shape[1] < clip_length:
+        pad = part.new_zeros((part.shape[0], clip_length - part.shape[1], *part.shape[2:]))
+        part = torch.cat([part, pad], dim=1)
+    return part
+
+
+# --------------------------------------------------------------------------- jobs and results
+
+
+@dataclass
+class VideoJob:
+    """One video to process: a loader returning one frame array per stream, plus its metadata.
+
+    ``load()`` returns ``[T, H, W, C]`` uint8 arrays (one per stream, same T); it may raise
+    InputError, which marks only this video as failed.
+    """
+
+    name: str
+    load: Callable[[], list[np.ndarray]]
+    sample_fps: float | None = None  # None: taken from the loader's ``VideoInfo`` (video files)
+    duration: float | None = None
+    output_key: str | None = None
+    source: str | None = None
+
+
+@dataclass
+class VideoResult:
+    """Detections of one video and what it cost."""
+
+    name: str
+    key: str
+    detections: list[dict[str, Any]]
+    frames: int
+    windows: int
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class _Pending:
+    job: VideoJob
+    clips: list[np.ndarray]
+    offsets: list[int]
+    frames: int
+    duration: float | None
+    sample_fps: float
+    outputs: list[list[RawOutputs | None]]  # [stream][window]
+    remaining: int
+    timings: dict[str, float]
+
+
+@dataclass
+class Classifier:
+    """External video-level classification (ActivityNet, the CUHK file format, §1.5)."""
+
+    scores: dict[str, list[float]]
+    classes: list[str]
+    source: str
+
+    def top1(self, video: str) -> tuple[str, float] | None:
+        key = video[2:] if video.startswith("v_") else video
+        scores = self.scores.get(key, self.scores.get(video))
+        if scores is None:
+            return None
+        best = int(np.argmax(scores))
+        return self.classes[best], float(max(scores))
+
+
+def read_classifier(path: str | Path) -> Classifier:
+    """Read a CUHK-style ``{"results": {video: [scores]}, "class": [names]}`` JSON."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("classifier file not found", path) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"not a readable JSON file: {exc}", path) from None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict) or not isinstance(data.get("class"), list):
+        raise InputError('expected {"results": {video: [scores]}, "class": [names]} (CUHK format)', path)
+    classes = [str(c) for c in data["class"]]
+    for video, scores in data["results"].items():
+        if not isinstance(scores, list) or len(scores) != len(classes):
+            raise InputError(f"video {video!r}: expected {len(classes)} scores, one per class", path)
+    return Classifier(data["results"], classes, str(path))
+
+
+# --------------------------------------------------------------------------- the predictor
+
+
+class Predictor:
+    """Runs one model (or an RGB + flow pair) over videos and returns their detections.
+
+    ``models``: one model, or two (RGB first, flow second) for fusion. ``fusion``: "average"
+    (THUMOS14) or "geometric" (ActivityNet); ignored for one model.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[torch.nn.Module],
+        settings: PostprocessSettings,
+        class_names: Sequence[str] | None,
+        clip_length: int,
+        clip_stride: int,
+        crop_size: int,
+        single_window: bool = False,
+        fusion: str = "average",
+        device: str | torch.device = "cpu",
+        batch_size: int = 1,
+        amp: str | None = None,
+        classifier: Classifier | None = None,
+        deterministic: bool = False,
+    ):
+        if not 1 <= len(models) <= 2:
+            raise ValueError("one model, or two for fusion")
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        self.device = torch.device(device)
+        if amp and self.device.type != "cuda":
+            raise ConfigError("mixed precision (--amp) needs a CUDA device (--device cuda)")
+        if amp and amp not in AMP_DTYPES:
+            raise ConfigError(f"unknown mixed-precision type {amp!r} (choose bf16 or fp16)")
+        self.models = [model.to(self.device).eval() for model in models]
+        self.settings = settings
+        self.class_names = class_names
+        self.clip_length = clip_length
+        self.clip_stride = clip_stride
+        self.crop_size = crop_size
+        self.single_window = single_window
+        self.fusion = fusion
+        self.batch_size = batch_size
+        self.amp = amp
+        self.classifier = classifier
+        self.deterministic = deterministic
+        self.channels = [int(getattr(getattr(m, "spec", None), "in_channels", 3)) for m in self.models]
+
+    # ---- forward
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=AMP_DTYPES[self.amp])
+
+    def _kernels(self):
+        """``deterministic``: convolution kernels whose per-window result does not depend on the
+        batch size (CPU: PyTorch's own instead of oneDNN's, which blocks over the batch; CUDA:
+        deterministic cuDNN without autotuning), so fp32 outputs are bit-identical for any
+        ``batch_size``. Off by default: oneDNN is faster and is what the official run used."""
+        if not self.deterministic:
+            return contextlib.nullcontext()
+        if self.device.type == "cuda":
+            return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True)
+        return _onednn_disabled()
+
+    def forward(self, stream: int, batch: torch.Tensor) -> RawOutputs:
+        """One stream's raw outputs for a batch of normalised windows (float32, on the CPU)."""
+        with torch.inference_mode(), self._autocast(), self._kernels():
+            out = self.models[stream](batch.to(self.device))
+        priors = out.priors[0] if out.priors.dim() == 3 else out.priors
+        return RawOutputs(
+            loc=out.loc.float().cpu(), conf=out.conf.float().cpu(), prop_loc=out.prop_loc.float().cpu(),
+            prop_conf=out.prop_conf.float().cpu(), center=out.center.float().cpu(),
+            priors=priors[:, :1].float().cpu(),
+        )
+
+    # ---- per video
+    def _prepare(self, job: VideoJob) -> _Pending:
+        t0 = time.perf_counter()
+        arrays = job.load()
+        if len(arrays) != len(self.models):
+            raise InputError(f"expected {len(self.models)} arrays, got {len(arrays)}", job.source)
+        frames = int(arrays[0].shape[0])
+        for array, channels in zip(arrays, self.channels):
+            check_array(array, channels, self.crop_size, job.source)
+        if len({int(a.shape[0]) for a in arrays}) != 1:
+            raise InputError(f"RGB and flow arrays differ in length ({arrays[0].shape[0]} vs "
+                             f"{arrays[1].shape[0]} frames)", job.source)
+        clips = [center_crop(np.asarray(a), self.crop_size) for a in arrays]
+        offsets = window_offsets(frames, self.clip_length, self.clip_stride, self.single_window)
+        sample_fps = job.sample_fps
+        duration = job.duration
+        info = getattr(job.load, "info", None)  # set by video-file loaders after decoding
+        if sample_fps is None and info is not None:
+            sample_fps, duration = info
+        if not sample_fps or sample_fps <= 0:
+            raise InputError("unknown or invalid sample fps", job.source)
+        return _Pending(job, clips, offsets, frames, duration, float(sample_fps),
+                        [[None] * len(offsets) for _ in self.models], len(offsets),
+                        {"decode": time.perf_counter() - t0})
+
+    def _decode(self, pending: _Pending) -> tuple[np.ndarray, np.ndarray, float]:
+        """Decoded ``segments [W, K, 2]`` and ``scores [W, K, C]`` (NumPy) of a complete video."""
+        t0 = time.perf_counter()
+        streams = [RawOutputs(*[torch.cat([w[i] for w in windows]) if i < 5 else windows[0].priors
+                                for i in range(6)])
+                   for windows in pending.outputs]
+        if len(streams) == 1:
+            segments, scores = decode(streams[0], self.clip_length)
+        else:
+            segments, scores = decode_fused(streams[0], streams[1], self.fusion, self.clip_length)
+        return segments.numpy(), scores.numpy(), time.perf_counter() - t0
+
+    def _result(self, pending: _Pending, detections: list[dict[str, Any]], seconds: float) -> VideoResult:
+        job = pending.job
+        if self.classifier is not None:
+            top = self.classifier.top1(job.name)
+            if top is None:
+                raise InputError(f"video {job.name!r} is not in the classifier file", self.classifier.source)
+            detections = relabel_with_classifier(detections, top[0], top[1], pending.duration)
+        elif self.class_names is None:
+            detections = [{**d, "label": "action"} for d in detections]
+        timings = dict(pending.timings)
+        timings["postprocess"] = timings.get("postprocess", 0.0) + seconds
+        return VideoResult(job.name, job.output_key or job.name, detections, pending.frames,
+                           len(pending.offsets), timings)
+
+    def _assemble_args(self, pending: _Pending, segments: np.ndarray, scores: np.ndarray) -> tuple:
+        meta = VideoMeta(pending.job.name, pending.sample_fps, pending.duration)
+        names = self.class_names if self.classifier is None else None
+        return segments, scores, pending.offsets, meta, self.settings, names
+
+    def run(self, jobs: Iterable[VideoJob], prefetch: int = 1, postprocess_workers: int = 0) -> Iterator[VideoResult]:
+        """Process ``jobs`` in order; yields one VideoResult per job (``error`` set on failure).
+
+        Windows of consecutive videos share batches; arrays of the next videos are loaded in a
+        background thread while the network runs. ``postprocess_workers > 0`` runs candidate
+        selection + soft-NMS (pure Python/NumPy, the bottleneck on a fast GPU) in that many
+        worker processes, overlapping with the network.
+        """
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        jobs = list(jobs)
+        queue: list[tuple[_Pending, int]] = []  # (video, window index) waiting for a batch
+        done: dict[int, VideoResult | tuple[_Pending, Future, float]] = {}
+        pendings: dict[int, _Pending] = {}
+        next_to_yield = 0
+        workers = self._workers(postprocess_workers)
+
+        def failed(job: VideoJob, message: str, pending: _Pending | None = None) -> VideoResult:
+            return VideoResult(job.name, job.output_key or job.name, [], pending.frames if pending else 0,
+                               len(pending.offsets) if pending else 0, pending.timings if pending else {},
+                               error=message)
+
+        def prepare(job: VideoJob) -> _Pending | VideoResult:
+            try:
+                return self._prepare(job)
+            except InputError as exc:
+                return failed(job, str(exc))
+
+        def complete(index: int, pending: _Pending) -> None:
+            segments, scores, seconds = self._decode(pending)
+            args = self._assemble_args(pending, segments, scores)
+            if workers is not None:
+                done[index] = (pending, workers.submit(_timed_assembly, *args), seconds)
+                return
+            detections, spent = _timed_assembly(*args)
+            try:
+                done[index] = self._result(pending, detections, seconds + spent)
+            except InputError as exc:
+                done[index] = failed(pending.job, str(exc), pending)
+
+        def resolve(entry: VideoResult | tuple[_Pending, Future, float]) -> VideoResult:
+            if isinstance(entry, VideoResult):
+                return entry
+            pending, future, seconds = entry
+            detections, spent = future.result()
+            try:
+                return self._result(pending, detections, seconds + spent)
+            except InputError as exc:
+                return failed(pending.job, str(exc), pending)
+
+        def flush(force: bool) -> None:
+            while queue and (force or len(queue) >= self.batch_size):
+                batch, queue[:] = queue[:self.batch_size], queue[self.batch_size:]
+                for stream in range(len(self.models)):
+                    t0 = time.perf_counter()
+                    tensor = torch.stack([normalised_window(p.clips[stream], p.offsets[w], self.clip_length,
+                                                            self.device) for p, w in batch])
+                    raw = self.forward(stream, tensor)
+                    spent = time.perf_counter() - t0
+                    for row, (p, w) in enumerate(batch):
+                        p.outputs[stream][w] = RawOutputs(raw.loc[row:row + 1], raw.conf[row:row + 1],
+                                                          raw.prop_loc[row:row + 1], raw.prop_conf[row:row + 1],
+                                                          raw.center[row:row + 1], raw.priors)
+                        p.timings["network"] = p.timings.get("network", 0.0) + spent / len(batch)
+                for p, _ in batch:
+                    p.remaining -= 1
+                for index, p in list(pendings.items()):
+                    if p.remaining == 0:
+                        del pendings[index]
+                        p.clips = []  # the frames are no longer needed
+                        complete(index, p)
+
+        with ThreadPoolExecutor(max_workers=max(1, prefetch)) as pool:
+            futures: list[Any] = [pool.submit(prepare, job) for job in jobs[:prefetch + 1]]
+            for index in range(len(jobs)):
+                prepared = futures[index].result()
+                futures[index] = None  # free the arrays once consumed
+                if index + prefetch + 1 < len(jobs):
+                    futures.append(pool.submit(prepare, jobs[index + prefetch + 1]))
+                if isinstance(prepared, VideoResult):
+                    done[index] = prepared
+                else:
+                    pendings[index] = prepared
+                    queue.extend((prepared, w) for w in range(len(prepared.offsets)))
+                    flush(force=False)
+                while next_to_yield in done and (
+                        not isinstance(done[next_to_yield], tuple) or done[next_to_yield][1].done()):
+                    yield resolve(done.pop(next_to_yield))
+                    next_to_yield += 1
+            flush(force=True)
+            while next_to_yield < len(jobs):
+                yield resolve(done.pop(next_to_yield))
+                next_to_yield += 1
+
+    def _workers(self, count: int):
+        """The soft-NMS process pool (created once, kept across runs; ``close()`` ends it)."""
+        if count <= 0:
+            return None
+        pool = getattr(self, "_pool", None)
+        if pool is None or self._pool_size != count:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.close()
+            self._pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"))
+            self._pool_size = count
+        return self._pool
+
+    def close(self) -> None:
+        """End the soft-NMS worker processes, if any."""
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+@contextlib.contextmanager
+def _onednn_disabled():
+    previous = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = previous
+
+
+def _timed_assembly(*args: Any) -> tuple[list[dict[str, Any]], float]:
+    """``assemble_detections`` and its duration (module level, so worker processes can run it)."""
+    t0 = time.perf_counter()
+    detections = assemble_detections(*args)
+    return detections, time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- building jobs
+
+
+def array_jobs(infos: Sequence[Any], data_dirs: Sequence[str | Path], channels: Sequence[int], crop_size: int,
+               strip_v_prefix: bool = False) -> list[VideoJob]:
+    """Jobs over stored arrays ``<dir>/<video>.npy`` (one dir per stream), from VideoInfo rows."""
+    jobs = []
+    for info in infos:
+        paths = [Path(d) / f"{info.name}.npy" for d in data_dirs]
+
+        def load(paths=paths) -> list[np.ndarray]:
+            return [load_array(p, c, crop_size) for p, c in zip(paths, channels)]
+
+        duration = info.duration if getattr(info, "duration", None) else (
+            info.count / info.fps if info.fps else info.sample_count / info.sample_fps)
+        key = info.name[2:] if strip_v_prefix and info.name.startswith("v_") else info.name
+        jobs.append(VideoJob(info.name, load, float(info.sample_fps), float(duration), key, str(paths[0])))
+    return jobs
+
+
+def check_array_files(jobs: Sequence[VideoJob], data_dirs: Sequence[str | Path], channels: Sequence[int],
+                      crop_size: int, expected_frames: dict[str, int] | None = None) -> list[str]:
+    """Problems with the stored arrays of ``jobs`` (missing, unreadable, wrong shape/dtype), found
+    before any network runs, one message per bad file."""
+    problems = []
+    for job in jobs:
+        for folder, ch in zip(data_dirs, channels):
+            path = Path(folder) / f"{job.name}.npy"
+            try:
+                array = load_array(path, ch, crop_size)
+                if expected_frames and job.name in expected_frames and array.shape[0] != expected_frames[job.name]:
+                    problems.append(f"{path}: has {array.shape[0]} frames, the video-info file says "
+                                    f"{expected_frames[job.name]}")
+            except InputError as exc:
+                problems.append(str(exc))
+    return problems
+
+
+def video_file_jobs(paths: Sequence[str | Path], mode: str, stream_channels: Sequence[int],
+                    flow_method: str = "tvl1", flow_device: str = "cpu") -> list[VideoJob]:
+    """Jobs over video files, decoded in memory with the exact preprocessing of ``afsd prepare``.
+
+    A flow stream (2 channels) gets its flow computed on the fly from the decoded frames with
+    the ``afsd flow`` code.
+    """
+    jobs = []
+    for path in paths:
+        path = Path(path)
+
+        class _Loader:
+            info: tuple[float, float] | None = None
+
+            def __init__(self, path: Path):
+                self.path = path
+
+            def __call__(self) -> list[np.ndarray]:
+                from afsd_cli.data.video import read_video
+
+                video = read_video(self.path, mode)
+                self.info = (float(video.sample_fps), float(video.duration))
+                arrays = []
+                flow = None
+                for channels in stream_channels:
+                    if channels == 3:
+                        arrays.append(video.frames)
+                    else:
+                        if flow is None:
+                            from afsd_cli.data.flow import compute_flow
+
+                            flow = compute_flow(video.frames, method=flow_method, device=flow_device)
+                        arrays.append(flow)
+                return arrays
+
+        jobs.append(VideoJob(path.stem, _Loader(path), None, None, path.stem, str(path)))
+    return jobs
+
+
+# --------------------------------------------------------------------------- models
+
+
+def load_model(cfg: Any, checkpoint: str | Path, in_channels: int | None = None) -> torch.nn.Module:
+    """Build the config's model (optionally with another input channel count) and load weights."""
+    from afsd_cli.model import build_model, load_checkpoint
+
+    if in_channels is not None and in_channels != int(cfg.model.in_channels):
+        from afsd_cli.config import build_config
+
+        data = cfg.to_dict()
+        data["model"]["in_channels"] = in_channels
+        cfg = build_config(data, source=getattr(cfg, "source", None))
+    model = build_model(cfg)
+    try:
+        load_checkpoint(model, checkpoint)
+    except CheckpointError:
+        raise
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- from a config
+
+
+@dataclass
+class PredictionPlan:
+    """Everything ``afsd predict`` / ``afsd fuse`` run: the predictor, the jobs, what to write."""
+
+    predictor: Predictor
+    jobs: list[VideoJob]
+    version: str
+    notices: list[str]
+    problems: list[str]  # bad inputs found before running (missing/malformed arrays)
+    channels: list[int]
+
+
+def class_names_from_config(cfg: Any) -> tuple[str, ...]:
+    """Model class names (id 1..C-1): ``dataset.class_index_path`` or the THUMOS14 classes."""
+    from afsd_cli.data.annotations import read_class_index, thumos14_class_index
+
+    path = getattr(cfg.dataset, "class_index_path", None)
+    index = read_class_index(path) if path else thumos14_class_index()
+    expected = int(cfg.dataset.num_classes) - 1
+    if len(index.names) != expected:
+        where = path or "the built-in THUMOS14 class list"
+        raise ConfigError(f"dataset.num_classes is {expected + 1} (background + {expected}) but "
+                          f"{where} names {len(index.names)} classes; set dataset.class_index_path")
+    return index.names
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here (use --device cpu)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"unknown device {device!r} (cpu, cuda, cuda:N or auto)")
+    return device
+
+
+def plan_prediction(
+    cfg: Any,
+    checkpoints: Sequence[str | Path],
+    data_dirs: Sequence[str | Path | None] = (),
+    videos: Sequence[str | Path] = (),
+    classifier_path: str | Path | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    amp: str | None = None,
+    limit: int | None = None,
+    deterministic: bool = False,
+) -> PredictionPlan:
+    """Build the predictor and the video jobs of a config.
+
+    One checkpoint: the config's model (``model.in_channels``). Two: RGB then flow, fused as the
+    dataset's procedure says. ``data_dirs`` (one per checkpoint) default to
+    ``dataset.testing.video_data_path`` (ActivityNet: ``video_mp4_path``, as officially).
+    ``videos``: decode these files instead of reading stored arrays.
+    """
+    from afsd_cli.engine.postprocess import settings_from_config
+
+    dataset = str(cfg.dataset.name)
+    fusion_mode, version, single_window = DATASET_PROCEDURES[dataset]
+    fusion = len(checkpoints) == 2
+    testing = cfg.dataset.testing
+    notices: list[str] = []
+    channels = [3, 2] if fusion else [int(cfg.model.in_channels)]
+    for path in checkpoints:
+        if not path:
+            raise ConfigError("no checkpoint: pass --checkpoint (or set testing.checkpoint_path / "
+                              "testing.rgb_checkpoint_path and testing.flow_checkpoint_path)")
+    device = resolve_device(device)
+
+    classifier = None
+    class_names: Sequence[str] | None
+    if dataset == "anet":
+        class_names = None
+        path = classifier_path or getattr(cfg.testing, "classifier_path", None)
+        if path:
+            classifier = read_classifier(path)
+        else:
+            notices.append("no video-level classifier (testing.classifier_path / --classifier): "
+                           "writing class-agnostic proposals labelled 'action'")
+    else:
+        class_names = class_names_from_config(cfg)
+
+    problems: list[str] = []
+    if videos:
+        missing = [str(v) for v in videos if not Path(v).is_file()]
+        if missing:
+            raise InputError("video file not found: " + ", ".join(missing))
+        jobs = video_file_jobs(videos, dataset, channels,
+                               flow_method=str(getattr(cfg.testing, "flow_method", "tvl1") or "tvl1"),
+                               flow_device=device)
+        if classifier is not None:
+            for job in jobs:
+                if classifier.top1(job.name) is None:
+                    problems.append(f"{classifier.source}: no classification for video {job.name!r}")
+    else:
+        info_path = testing.video_info_path
+        if not info_path:
+            raise ConfigError("dataset.testing.video_info_path is not set: it lists the test videos "
+                              "(or give video files with --video)")
+        if dataset == "anet":
+            from afsd_cli.data.annotations import read_anet_video_info
+
+            infos = list(read_anet_video_info(info_path, subset=testing.subset or "validation")[0].values())
+        else:
+            from afsd_cli.data.annotations import read_video_info_csv
+
+            infos = list(read_video_info_csv(info_path).values())
+        if limit:
+            infos = infos[:limit]
+        default_dir = testing.video_data_path or (testing.video_mp4_path if dataset == "anet" else None)
+        dirs = [d or default_dir for d in (list(data_dirs) or [None] * len(channels))]
+        for d in dirs:
+            if not d:
+                raise ConfigError("dataset.testing.video_data_path is not set: it is the folder of the "
+                                  "<video>.npy arrays (or give video files with --video)")
+            if not Path(d).is_dir():
+                raise InputError("array folder not found", d)
+        crop = int(testing.crop_size)
+        jobs = array_jobs(infos, dirs, channels, crop, strip_v_prefix=dataset == "anet")
+        problems = check_array_files(jobs, dirs, channels, crop,
+                                     expected_frames=None if dataset == "anet" else
+                                     {i.name: i.sample_count for i in infos})
+        if classifier is not None:
+            problems += [f"{classifier.source}: no classification for video {j.name!r}"
+                         for j in jobs if classifier.top1(j.name) is None]
+
+    models = [load_model(cfg, ckpt, in_channels=ch) for ckpt, ch in zip(checkpoints, channels)]
+    settings = settings_from_config(cfg, fusion=fusion)
+    predictor = Predictor(
+        models, settings, class_names,
+        clip_length=int(testing.clip_length), clip_stride=int(testing.clip_stride),
+        crop_size=int(testing.crop_size), single_window=single_window, fusion=fusion_mode,
+        device=device, batch_size=int(batch_size or getattr(cfg.testing, "batch_size", 1) or 1),
+        amp=amp, classifier=classifier, deterministic=deterministic,
+    )
+    return PredictionPlan(predictor, jobs, version, notices, problems, channels)

@@ -1,0 +1,82 @@
+"""Timeline plots of one video's detections (and ground truth), for ``--plot``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from afsd_cli.errors import InputError
+
+
+def read_ground_truth(path: str | Path) -> dict[str, list[tuple[float, float, str]]]:
+    """ActivityNet-layout GT (``{"database": {video: {"annotations": [{segment, label}]}}}``)
+    → ``video -> [(start_s, end_s, label)]`` (keys also without a ``v_`` prefix)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        database = data["database"] if "database" in data else data
+        out: dict[str, list[tuple[float, float, str]]] = {}
+        for video, entry in database.items():
+            rows = [(float(a["segment"][0]), float(a["segment"][1]), str(a["label"]))
+                    for a in entry.get("annotations", [])]
+            out[video] = rows
+            if video.startswith("v_"):
+                out.setdefault(video[2:], rows)
+        return out
+    except FileNotFoundError:
+        raise InputError("ground-truth file not found", path) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"not an ActivityNet-style ground-truth JSON ({type(exc).__name__}: {exc})", path) from None
+
+
+def plot_timeline(path: str | Path, video: str, detections: Sequence[dict[str, Any]],
+                  duration: float | None = None, ground_truth: Sequence[tuple[float, float, str]] | None = None,
+                  max_per_class: int = 30, max_classes: int = 8) -> Path:
+    """One PNG: a row per class (the ``max_classes`` best-scoring ones plus every GT class),
+    detections as bars whose opacity is the score (best ``max_per_class`` per class), ground
+    truth as black outlines above them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from afsd_cli.io import save_figure
+
+    best: dict[str, float] = {}
+    for det in detections:
+        best[det["label"]] = max(best.get(det["label"], 0.0), det["score"])
+    classes = sorted(best, key=best.get, reverse=True)[:max_classes]
+    for _, _, label in ground_truth or []:
+        if label not in classes:
+            classes.append(label)
+    end_time = duration or max([d["segment"][1] for d in detections] + [e for _, e, _ in ground_truth or []] + [1.0])
+    top_score = max(best.values(), default=1.0) or 1.0
+
+    height = 1.2 + 0.45 * max(1, len(classes))
+    figure, axes = plt.subplots(figsize=(12, height))
+    cmap = plt.get_cmap("tab10")
+    for row, label in enumerate(classes):
+        own = sorted((d for d in detections if d["label"] == label), key=lambda d: d["score"], reverse=True)
+        for det in own[:max_per_class][::-1]:
+            start, end = det["segment"]
+            axes.barh(row, end - start, left=start, height=0.5, color=cmap(row % 10),
+                      alpha=0.15 + 0.85 * det["score"] / top_score, linewidth=0)
+        for start, end, gt_label in ground_truth or []:
+            if gt_label == label:
+                axes.barh(row + 0.35, end - start, left=start, height=0.15, color="black")
+    axes.set_yticks(range(len(classes)), classes)
+    axes.set_ylim(-0.6, max(1, len(classes)) - 0.2)
+    axes.set_xlim(0, end_time)
+    axes.invert_yaxis()
+    axes.set_xlabel("time (s)")
+    title = f"{video}: {len(detections)} detections"
+    if ground_truth:
+        title += f", {len(ground_truth)} ground-truth instances (black)"
+    axes.set_title(title + f"; bar opacity = score (top {max_per_class} per class)")
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    try:
+        return save_figure(path, figure, dpi=100)
+    finally:
+        plt.close(figure)
