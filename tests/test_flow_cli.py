@@ -81,3 +81,20 @@ def test_flow_bad_options(tmp_path):
     assert result.exit_code == 1 and "not found" in result.output
     result = runner.invoke(app, ["flow", str(tmp_path / "rgb"), str(tmp_path / "o"), "--method", "farneback"])
     assert result.exit_code == 1 and "no .npy file found" in result.output
+
+
+def test_tvl1_preset_option_reaches_the_solver(tmp_path):
+    from afsd_cli.data.flow import compute_flow
+
+    rgb, out = tmp_path / "rgb", tmp_path / "out"
+    rgb.mkdir()
+    frames = textured_frames(3, size=(24, 24), seed=3)
+    np.save(rgb / "clip.npy", frames)
+    result = runner.invoke(app, ["flow", str(rgb), str(out), "--method", "tvl1", "--preset", "fast", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    expected = compute_flow(frames, method="tvl1", preset="fast")
+    np.testing.assert_array_equal(np.load(out / "clip.npy"), expected)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["method_options"] == {"preset": "fast"}
+    bad = runner.invoke(app, ["flow", str(rgb), str(tmp_path / "o2"), "--method", "tvl1", "--preset", "turbo"])
+    assert bad.exit_code != 0 and "turbo" in bad.output and "Traceback" not in bad.output

@@ -91,10 +91,11 @@ def _make_output_dir(out_dir: Path) -> None:
 
 
 def prepare_one(source: str, target: str, mode: str, resize: str, strict_count: bool,
-                max_frames: int = ANET_MAX_FRAMES, decode_threads: int | None = None) -> dict:
+                max_frames: int = ANET_MAX_FRAMES, decode_threads: int | None = None,
+                size: int = FRAME_SIZE) -> dict:
     """Decode one video and write its frame array; returns what the manifest/info files need."""
     video = read_video(source, mode, resize=resize, strict_count=strict_count, max_frames=max_frames,
-                       decode_threads=decode_threads)
+                       decode_threads=decode_threads, size=size)
     write_npy(target, video.frames)
     return {
         "work_frames": video.count,
@@ -180,6 +181,7 @@ def prepare_videos(
     resize: str = "pil-bicubic",
     strict_count: bool = True,
     max_frames: int = ANET_MAX_FRAMES,
+    size: int = FRAME_SIZE,
     on_start: Callable[[int], Any] | None = None,
     on_result: Callable[[TaskResult], Any] | None = None,
 ) -> BatchReport:
@@ -196,6 +198,8 @@ def prepare_videos(
         raise ConfigError(f"unknown resize method {resize!r}; choose one of {', '.join(RESIZE_METHODS)}")
     if max_frames < 1:
         raise ConfigError(f"max_frames must be at least 1, got {max_frames}")
+    if size < 1:
+        raise ConfigError(f"size must be at least 1, got {size}")
     check_backend(backend)
     video_dir, out_dir = Path(video_dir), Path(out_dir)
     annotations = Path(annotations) if annotations is not None else None
@@ -217,11 +221,11 @@ def prepare_videos(
         out_dir / MANIFEST_NAME,
         "prepare",
         {"dataset": dataset, "video_dir": str(video_dir), "annotations": str(annotations) if annotations else None,
-         "resize": resize, "size": FRAME_SIZE, "strict_count": strict_count,
+         "resize": resize, "size": size, "strict_count": strict_count,
          "max_frames": max_frames if dataset == "anet" else None},
     )
     if not overwrite:
-        notes += manifest.changed_settings(("dataset", "resize", "max_frames"))
+        notes += manifest.changed_settings(("dataset", "resize", "max_frames", "size"))
     if on_start is not None:
         on_start(len(plan))
 
@@ -260,7 +264,7 @@ def prepare_videos(
                 finish(TaskResult(name, SKIPPED, info=record))
                 continue
         tasks.append(Task(name, prepare_one, (str(source), str(target), dataset, resize, strict_count, max_frames,
-                                                    decode_threads)))
+                                                    decode_threads, size)))
 
     try:
         run_batch(tasks, jobs=jobs, backend=backend, on_result=finish)
@@ -317,7 +321,8 @@ def _write_anet_info(info_path: Path, produced: dict[str, dict], gt: dict | None
 # flow
 
 
-def flow_one(source: str, target: str, method: str, device: str, jpeg_quality: int | None) -> dict:
+def flow_one(source: str, target: str, method: str, device: str, jpeg_quality: int | None,
+             method_options: dict | None = None) -> dict:
     """Read one RGB npy (memory-mapped), compute its flow, write ``uint8 [T, H, W, 2]``."""
     try:
         frames = np.load(source, mmap_mode="r", allow_pickle=False)
@@ -328,7 +333,8 @@ def flow_one(source: str, target: str, method: str, device: str, jpeg_quality: i
     from afsd_cli.data.flow import compute_flow
 
     try:
-        flow = compute_flow(np.asarray(frames), method=method, device=device, jpeg_quality=jpeg_quality)
+        flow = compute_flow(np.asarray(frames), method=method, device=device, jpeg_quality=jpeg_quality,
+                            **(method_options or {}))
     except InputError as exc:
         raise InputError(exc.message, source) from None
     expected = (*frames.shape[:3], 2)
@@ -345,13 +351,18 @@ def flow_files(
     method: str = "tvl1",
     device: str = "cpu",
     jpeg_quality: int | None = None,
+    method_options: dict | None = None,
     jobs: int | None = None,
     backend: str = "loky",
     overwrite: bool = False,
     on_start: Callable[[int], Any] | None = None,
     on_result: Callable[[TaskResult], Any] | None = None,
 ) -> BatchReport:
-    """Compute ``out_dir/<name>.npy`` flow for every ``rgb_dir/<name>.npy``."""
+    """Compute ``out_dir/<name>.npy`` flow for every ``rgb_dir/<name>.npy``.
+
+    ``method_options`` go to ``compute_flow`` (e.g. ``{"preset": "fast", "compile": True}`` for tvl1).
+    """
+    method_options = dict(method_options or {})
     rgb_dir, out_dir = Path(rgb_dir), Path(out_dir)
     if not rgb_dir.is_dir():
         raise InputError("RGB npy folder not found", rgb_dir)
@@ -370,14 +381,16 @@ def flow_files(
     if not usable:
         raise ConfigError(f"flow method {method!r} is unavailable: {why}")
     # A bad method/device combination is the same error for every file: find it once, up front.
-    compute_flow(np.zeros((2, 16, 16, 3), np.uint8), method=method, device=device, jpeg_quality=jpeg_quality)
+    compute_flow(np.zeros((2, 16, 16, 3), np.uint8), method=method, device=device, jpeg_quality=jpeg_quality,
+                 **{k: v for k, v in method_options.items() if k != "compile"})
     sources = sorted(p for p in rgb_dir.glob("*.npy") if not p.name.startswith("."))
     if not sources:
         raise InputError("no .npy file found", rgb_dir)
     _make_output_dir(out_dir)
     manifest = Manifest(out_dir / MANIFEST_NAME, "flow",
-                        {"rgb_dir": str(rgb_dir), "method": method, "device": device, "jpeg_quality": jpeg_quality})
-    notes = [] if overwrite else manifest.changed_settings(("method", "jpeg_quality"))
+                        {"rgb_dir": str(rgb_dir), "method": method, "device": device, "jpeg_quality": jpeg_quality,
+                         "method_options": method_options})
+    notes = [] if overwrite else manifest.changed_settings(("method", "jpeg_quality", "method_options"))
     if on_start is not None:
         on_start(len(sources))
 
@@ -410,7 +423,7 @@ def flow_files(
                 manifest.record(name, record)
             finish(TaskResult(name, SKIPPED, info=record))
             continue
-        tasks.append(Task(name, flow_one, (str(source), str(target), method, device, jpeg_quality)))
+        tasks.append(Task(name, flow_one, (str(source), str(target), method, device, jpeg_quality, method_options)))
 
     try:
         run_batch(tasks, jobs=jobs, backend=backend, on_result=finish)

@@ -37,10 +37,18 @@ def _check_options(method: str, options: dict[str, Any], allowed: set[str]) -> N
                           f"(known: {', '.join(sorted(allowed))})")
 
 
-def _pairwise(grey: np.ndarray, one_pair: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+def _pairwise(method: str, grey: np.ndarray,
+              one_pair: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    import cv2
+
     flows = np.empty((max(len(grey) - 1, 0), *grey.shape[1:], 2), dtype=np.float32)
-    for t in range(len(grey) - 1):
-        flows[t] = one_pair(grey[t], grey[t + 1])
+    try:
+        for t in range(len(grey) - 1):
+            flows[t] = one_pair(grey[t], grey[t + 1])
+    except (cv2.error, TypeError) as exc:
+        # The frames were validated already: what OpenCV rejects here are the options.
+        raise ConfigError(f"OpenCV rejected the options of flow method {method!r}: "
+                          f"{str(exc).strip().splitlines()[-1]}") from None
     return flows
 
 
@@ -49,7 +57,7 @@ def farneback_flow(grey: np.ndarray, **options: Any) -> np.ndarray:
 
     _check_options("farneback", options, set(FARNEBACK_DEFAULTS))
     params = {**FARNEBACK_DEFAULTS, **options}
-    return _pairwise(grey, lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, **params))
+    return _pairwise("farneback", grey, lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, **params))
 
 
 def dis_flow(grey: np.ndarray, preset: str = "medium", **options: Any) -> np.ndarray:
@@ -62,7 +70,7 @@ def dis_flow(grey: np.ndarray, preset: str = "medium", **options: Any) -> np.nda
             "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
             "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[preset]
     dis = cv2.DISOpticalFlow_create(code)
-    return _pairwise(grey, lambda a, b: dis.calc(a, b, None))
+    return _pairwise("dis", grey, lambda a, b: dis.calc(a, b, None))
 
 
 def opencv_tvl1_available() -> tuple[bool, str]:
@@ -83,5 +91,8 @@ def opencv_tvl1_flow(grey: np.ndarray, **options: Any) -> np.ndarray:
         raise ConfigError(f"flow method 'opencv-tvl1' is unavailable: {reason}")
     _check_options("opencv-tvl1", options, set(OPENCV_TVL1_DEFAULTS))
     params = {**OPENCV_TVL1_DEFAULTS, **options}
-    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**params)
-    return _pairwise(grey, lambda a, b: tvl1.calc(a, b, None))
+    try:
+        tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**params)
+    except (cv2.error, TypeError) as exc:
+        raise ConfigError(f"OpenCV rejected the options of flow method 'opencv-tvl1': {exc}") from None
+    return _pairwise("opencv-tvl1", grey, lambda a, b: tvl1.calc(a, b, None))

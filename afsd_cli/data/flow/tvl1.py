@@ -6,9 +6,10 @@ at least 16 px), zero flow at the coarsest level, upsampled by bilinear resize t
 ``1/scale_step``; per level ``warps`` warpings of frame 1 and its centred gradients with bicubic
 remap (positions on a 1/32 px grid, zero outside the image); per warping up to
 ``outer_iterations`` × (5×5 median filter of the flow, ``inner_iterations`` primal–dual steps),
-stopped once a step changes the flow by ≤ ``epsilon``² per pixel (squared, summed over the
-image). Every frame pair of a batch is its own problem: the stopping test, median filter and
-updates are masked per pair, so a pair's result does not depend on what it is batched with.
+stopped once a step changes the flow by at most ``epsilon``² per pixel (squared change summed
+over the image). Every frame pair of a batch is its own problem: the stopping test is per pair,
+and a pair that stopped is frozen (masked) and then dropped from the batch, so its result does
+not depend on what it is batched with.
 
 Tensors are ``[B, H, W]`` float32 grey images in 0..255.
 """
@@ -77,7 +78,16 @@ def make_params(preset: str = "opencv", **options: Any) -> TVL1Params:
             raise ConfigError(f"unknown option {key!r} for flow method 'tvl1' "
                               f"(known: preset, {', '.join(sorted(known))})")
         overrides[name] = value
-    params = replace(TVL1Params(), **overrides)
+    defaults = TVL1Params()
+    for name, value in overrides.items():
+        kind = type(getattr(defaults, name))
+        try:
+            if kind is int and float(value) != int(value):
+                raise ValueError
+            overrides[name] = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"tvl1 option {name!r} must be {kind.__name__}, got {value!r}") from None
+    params = replace(defaults, **overrides)
     _validate(params)
     return params
 
@@ -144,18 +154,21 @@ def _centred_gradient(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _forward_gradient(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward differences, zero on the last column (x) / last row (y)."""
-    dx = torch.diff(u, dim=-1, append=u[..., -1:])
-    dy = torch.diff(u, dim=-2, append=u[..., -1:, :])
+    # Written as pad-of-slices so torch.compile fuses them into the step's kernel.
+    dx = F.pad(u[..., 1:] - u[..., :-1], (0, 1))
+    dy = F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))
     return dx, dy
 
 
 def _divergence(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
     """Backward-difference divergence (zero outside), the negative adjoint of ``_forward_gradient``."""
-    return (torch.diff(px, dim=-1, prepend=torch.zeros_like(px[..., :1]))
-            + torch.diff(py, dim=-2, prepend=torch.zeros_like(py[..., :1, :])))
+    return px - F.pad(px[..., :-1], (1, 0)) + py - F.pad(py[..., :-1, :], (0, 0, 1, 0))
 
 
-def _median(u: torch.Tensor, ksize: int) -> torch.Tensor:
+_MEDIAN_CHUNK = 512  # pairs per median call on a GPU: the unfolded windows take k*k copies
+
+
+def _median(u: torch.Tensor, ksize: int, network=None) -> torch.Tensor:
     """cv::medianBlur on float images: ``ksize``² window, replicated borders."""
     if u.device.type == "cpu":
         import cv2
@@ -163,7 +176,8 @@ def _median(u: torch.Tensor, ksize: int) -> torch.Tensor:
         # OpenCV's own filter is much faster than a torch median over unfolded windows.
         array = u.numpy()
         return torch.from_numpy(np.stack([cv2.medianBlur(image, ksize) for image in array]))
-    return _median_torch(u, ksize)
+    median = network or _median_torch
+    return torch.cat([median(chunk, ksize) for chunk in u.split(_MEDIAN_CHUNK)])
 
 
 def _median_torch(u: torch.Tensor, ksize: int) -> torch.Tensor:
@@ -172,6 +186,29 @@ def _median_torch(u: torch.Tensor, ksize: int) -> torch.Tensor:
     padded = F.pad(u.unsqueeze(1), (r, r, r, r), mode="replicate")
     windows = F.unfold(padded, ksize)  # [B, k*k, H*W]
     return windows.sort(dim=1).values[:, (ksize * ksize) // 2].view(b, h, w)
+
+
+def _median_network(u: torch.Tensor, ksize: int) -> torch.Tensor:
+    """The same median by forgetful selection over the k*k shifted images: only min/max of
+    whole images, which torch.compile fuses into one kernel (no sort, no unfolded copy).
+
+    Keep ``n//2 + 2`` candidates; repeatedly move the smallest and the largest out (neither
+    can be the median) and take in the next value; the last one standing is the median.
+    """
+    h, w = u.shape[-2:]
+    r = ksize // 2
+    padded = F.pad(u.unsqueeze(1), (r, r, r, r), mode="replicate").squeeze(1)
+    values = [padded[..., dy:dy + h, dx:dx + w] for dy in range(ksize) for dx in range(ksize)]
+    pool, rest = values[: len(values) // 2 + 2], values[len(values) // 2 + 2:]
+    while True:
+        for i in range(1, len(pool)):  # smallest to the front
+            pool[0], pool[i] = torch.minimum(pool[0], pool[i]), torch.maximum(pool[0], pool[i])
+        for i in range(1, len(pool) - 1):  # largest (of the others) to the back
+            pool[i], pool[-1] = torch.minimum(pool[i], pool[-1]), torch.maximum(pool[i], pool[-1])
+        pool = pool[1:-1]
+        if not rest:
+            return pool[0]
+        pool.append(rest.pop(0))
 
 
 # ---------------------------------------------------------------- warping (cv::remap)
@@ -241,8 +278,10 @@ class _Solver:
         self.check_every = params.check_every or (1 if torch.device(device).type == "cpu" else 8)
         self.masked = self.check_every > 1
         self.step = _masked_step if self.masked else _unmasked_step
+        self.median_network = None
         if compile_step:
             self.step = torch.compile(self.step, dynamic=True)
+            self.median_network = torch.compile(_median_network, dynamic=True)
         self.steps_run = 0  # pair-steps executed (a step on 8 pairs counts 8), for benchmarks
 
     def one_scale(self, i0, i1, u1, u2):
@@ -269,8 +308,8 @@ class _Solver:
             u1, u2 = u1.clone(), u2.clone()
             for _outer in range(p.outer_iterations):
                 if p.median_filtering > 1:
-                    state[0] = _median(state[0], p.median_filtering)
-                    state[1] = _median(state[1], p.median_filtering)
+                    state[0] = _median(state[0], p.median_filtering, self.median_network)
+                    state[1] = _median(state[1], p.median_filtering, self.median_network)
                 for inner in range(p.inner_iterations):
                     *state, active = self.step(active, *state, *consts, l_t, p.theta, taut,
                                                scaled_epsilon)
