@@ -199,3 +199,25 @@ def test_cli_train_and_resume(tmp_path):
     assert result.exit_code == 1 and "no_such_key" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "missing")])
     assert result.exit_code == 1 and "no such run folder" in result.output
+
+
+def test_bf16_autocast_losses_are_float32_and_close(tmp_path):
+    from afsd_cli.data.datasets import build_training_dataset, collate_training
+    from afsd_cli.engine.trainer import compute_losses, loss_settings_from_config
+    from afsd_cli.model import build_model
+
+    cfg = tiny_config(tmp_path, ["training.ssl=0"], max_epoch=1)
+    dataset = build_training_dataset(cfg)
+    dataset.augment = False
+    batch = collate_training([dataset[2]])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    settings = loss_settings_from_config(cfg, model.spec)
+    device = torch.device("cpu")
+    with torch.no_grad():
+        full = compute_losses(model, model, batch, settings, device, "off")
+        half = compute_losses(model, model, batch, settings, device, "bf16")
+    for name, value in half.items():
+        assert value.dtype == torch.float32, name
+        assert math.isfinite(value.item()), name
+        assert value.item() == pytest.approx(full[name].item(), rel=0.1, abs=0.05), name

@@ -228,6 +228,10 @@ def _autocast(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
 
 
+def _to_float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.float() if tensor.is_floating_point() else tensor
+
+
 def compute_losses(
     model: nn.Module,
     core: nn.Module,
@@ -246,6 +250,8 @@ def compute_losses(
     targets = [t.to(device) for t in batch.targets]
     with _autocast(device, amp):
         outputs = model(clips)
+    # the network runs in reduced precision under AMP; the losses (exp, log, focal) run in float32
+    outputs = type(outputs)(*(_to_float32(t) for t in outputs))
     terms = detection_losses(outputs, targets, batch.scores.to(device), settings)
     flagged = [i for i, index in enumerate(batch.consistency_index) if index is not None]
     if settings.ssl > 0 and flagged:
@@ -254,6 +260,7 @@ def compute_losses(
             ssl_clip = clips[i:i + 1].index_select(2, batch.consistency_index[i].to(device))
             with _autocast(device, amp):
                 features = core.consistency_features(ssl_clip)
+            features = [_to_float32(t) for t in features]
             value, _ = consistency_loss(features, batch.consistency_proposals[i], settings.triplet_scales,
                                         settings.triplet_weights, legacy_bmp_grad)
             values.append(value)
