@@ -55,7 +55,8 @@ def _split_fields() -> dict[str, Field]:
 
 
 SCHEMA: dict[str, Any] = {
-    "paths_relative_to": Field("choice", "cwd", choices=("cwd", "config")),
+    "paths_relative_to": Field("choice", "cwd", choices=("cwd", "config"),
+                               help="what relative paths in the file are relative to"),
     "ngpu": Field("int", 1, help="official key; multi-GPU goes through torchrun here"),
     "dataset": {
         "name": Field("choice", None, choices=DATASETS, help="inferred when absent"),
@@ -404,6 +405,20 @@ def describe_schema() -> list[tuple[str, str, Any, str]]:
     rows = []
     for key in _all_keys(SCHEMA):
         field = _field(key)
-        kind = field.kind if field.kind != "choice" else "|".join(field.choices)
+        kind = field.kind if field.kind != "choice" else " / ".join(field.choices)
         rows.append((key, kind, field.default, field.help))
     return rows
+
+
+def schema_markdown() -> str:
+    """The config reference as a markdown table (docs/config.md is generated from this)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, kind, default, help_text in describe_schema():
+        shown = "dataset-dependent" if default is None and any(
+            key in values for values in DATASET_DEFAULTS.values()) else ("—" if default is None else f"`{default}`")
+        lines.append(f"| `{key}` | {kind} | {shown} | {help_text} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m afsd_cli.config > table (used to refresh docs/config.md)
+    print(schema_markdown(), end="")

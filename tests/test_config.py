@@ -116,3 +116,11 @@ def test_dataset_inference_and_save(tmp_path):
     assert again.to_dict() == cfg.to_dict()
     with pytest.raises(AttributeError):
         cfg.training.lw = 5
+
+
+def test_docs_config_reference_is_in_sync():
+    from afsd_cli.config import schema_markdown
+
+    text = (CONFIGS.parent / "docs" / "config.md").read_text()
+    table = text.split("<!-- schema:begin -->\n", 1)[1].split("<!-- schema:end -->", 1)[0]
+    assert table == schema_markdown(), "refresh docs/config.md with `python -m afsd_cli.config`"

@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
             False, "--lenient-count",
             help="Accept a decoded frame count that differs from the container's (upstream fails)."),
         max_frames: int = typer.Option(768, "--max-frames", help="anet: frames per video after resampling."),
+        size: int = typer.Option(112, "--size", help="Side of the stored square frames (official 112; smaller for CPU presets)."),
         synthetic: Optional[Path] = typer.Option(
             None, "--synthetic", help="Instead of converting videos, render the bundled synthetic dataset into this folder."),
         videos: int = typer.Option(40, "--videos", help="--synthetic: number of videos."),
@@ -58,7 +59,7 @@ def register(app: typer.Typer) -> None:
             report = prepare_videos(
                 video_dir, out_dir, dataset=dataset, annotations=annotations, info_path=info,
                 class_names_path=class_names, jobs=jobs, backend=backend, overwrite=overwrite,
-                resize=resize, strict_count=not lenient_count, max_frames=max_frames, on_start=ui.on_start, on_result=ui.on_result,
+                resize=resize, strict_count=not lenient_count, max_frames=max_frames, size=size, on_start=ui.on_start, on_result=ui.on_result,
             )
         print_summary(report, "prepare")
         if not report.ok:

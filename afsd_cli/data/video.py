@@ -266,6 +266,7 @@ def read_video(
     max_frames: int = ANET_MAX_FRAMES,
     strict_count: bool = True,
     decode_threads: int | None = None,
+    size: int = FRAME_SIZE,
 ) -> VideoFrames:
     """Decode, resample and resize one video; return the frames with the measured fps/count.
 
@@ -283,7 +284,7 @@ def read_video(
     fps, container_count = probe.fps, probe.container_count
     if not math.isfinite(fps) or fps <= 0:
         raise InputError(f"container reports an invalid frame rate ({fps})", path)
-    resizer = make_resizer(resize)
+    resizer = make_resizer(resize, size)
 
     if mode == "thumos14":
         if fps < sample_fps:
