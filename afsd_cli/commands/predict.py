@@ -1,14 +1,152 @@
-"""`afsd predict`."""
+"""`afsd predict`: detections of one model over the test set (stored arrays) or video files."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, List, Optional
+
 import typer
 
-from afsd_cli.commands._common import not_implemented
+from afsd_cli.commands._common import console, err_console, fail, handle_errors
+
+DEVICE_HELP = "cpu, cuda, cuda:N or auto (CUDA when available)."
+
+
+def output_path_from(cfg: Any, output: Optional[Path]) -> Path:
+    from afsd_cli.errors import ConfigError
+
+    if output is not None:
+        return output
+    folder, name = cfg.testing.output_path, cfg.testing.output_json
+    if not folder:
+        raise ConfigError("no output file: pass --output FILE (or set testing.output_path)")
+    return Path(folder) / (name or "detection_results.json")
+
+
+def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optional[Path], title: str,
+             workers: int = 0) -> None:
+    """Run a PredictionPlan with a progress bar, write the JSON atomically, print the summary."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from afsd_cli.engine.postprocess import results_document
+    from afsd_cli.io import write_json
+
+    for notice in plan.notices:
+        err_console.print(f"[yellow]notice:[/] {notice}", highlight=False)
+    if plan.problems:
+        for problem in plan.problems:
+            err_console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+        raise fail(f"{len(plan.problems)} bad input(s); nothing was written")
+
+    ground_truth = None
+    if gt_path is not None:
+        from afsd_cli.engine.plots import read_ground_truth
+
+        ground_truth = read_ground_truth(gt_path)
+
+    predictor = plan.predictor
+    results: dict[str, list] = {}
+    failures: list[str] = []
+    totals = {"windows": 0, "frames": 0, "detections": 0, "network": 0.0, "decode": 0.0, "postprocess": 0.0}
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[video]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err_console, transient=False,
+    ) as progress:
+        task = progress.add_task(title, total=len(plan.jobs), video="")
+        for result in _closing(predictor, predictor.run(plan.jobs, postprocess_workers=workers)):
+            progress.update(task, advance=1, video=f"{result.name} ({len(result.detections)} det.)")
+            if result.error:
+                failures.append(result.error)
+                continue
+            results[result.key] = result.detections
+            totals["windows"] += result.windows
+            totals["frames"] += result.frames
+            totals["detections"] += len(result.detections)
+            for stage in ("network", "decode", "postprocess"):
+                totals[stage] += result.timings.get(stage, 0.0)
+            if plot_dir is not None:
+                from afsd_cli.engine.plots import plot_timeline
+
+                gt = None if ground_truth is None else ground_truth.get(result.key, ground_truth.get(result.name, []))
+                duration = next((j.duration for j in plan.jobs if j.name == result.name), None)
+                plot_timeline(plot_dir / f"{result.key}.png", result.key, result.detections, duration, gt)
+    seconds = time.perf_counter() - started
+
+    if failures:
+        for message in failures:
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed; nothing was written")
+
+    write_json(output, results_document(results, plan.version), indent=None)
+
+    table = Table(title=title, show_header=True, header_style="bold")
+    for column in ("videos", "windows", "detections", "seconds", "frames/s"):
+        table.add_column(column, justify="right")
+    fps = totals["frames"] / seconds if seconds > 0 else 0.0
+    table.add_row(str(len(results)), str(totals["windows"]), str(totals["detections"]), f"{seconds:.1f}", f"{fps:.0f}")
+    console.print(table)
+    console.print(f"time by stage: loading/decoding {totals['decode']:.1f} s (in a background thread), "
+                  f"network {totals['network']:.1f} s, decoding + soft-NMS {totals['postprocess']:.1f} s",
+                  highlight=False)
+    console.print(f"detections written to [bold]{output}[/]")
+    if plot_dir is not None:
+        console.print(f"timelines written to [bold]{plot_dir}[/]")
+
+
+def _closing(predictor: Any, results: Any):
+    try:
+        yield from results
+    finally:
+        predictor.close()
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("predict", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def predict() -> None:
-        """Not implemented yet."""
-        raise not_implemented("predict")
+    @app.command("predict")
+    @handle_errors
+    def predict(
+        config: Path = typer.Argument(..., help="Official-format YAML config (e.g. configs/thumos14.yaml)."),
+        overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides, e.g. testing.top_k=200."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c",
+                                                  help="Weights (.ckpt, official or ours); default testing.checkpoint_path."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                              help="Detections JSON; default testing.output_path/testing.output_json."),
+        video: Optional[List[Path]] = typer.Option(None, "--video", "-v",
+                                                   help="Video file(s) to decode and run directly (repeatable)."),
+        classifier: Optional[Path] = typer.Option(None, "--classifier",
+                                                  help="ActivityNet video-level classification JSON (CUHK format)."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1,
+                                                 help="Windows per forward pass; default testing.batch_size."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+        amp: bool = typer.Option(False, "--amp", help="Mixed precision on CUDA (see --amp-dtype)."),
+        amp_dtype: str = typer.Option("bf16", "--amp-dtype", help="bf16 or fp16."),
+        plot: Optional[Path] = typer.Option(None, "--plot", help="Write a timeline PNG per video into this folder."),
+        gt: Optional[Path] = typer.Option(None, "--gt", help="Ground-truth JSON (ActivityNet layout) drawn in the plots."),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N videos of the list."),
+        workers: int = typer.Option(0, "--workers", "-j", min=0,
+                                    help="Processes for soft-NMS, overlapping the network (0: inline)."),
+        deterministic: bool = typer.Option(False, "--deterministic",
+                                           help="Batch-size-independent fp32 results (slower convolution kernels)."),
+    ) -> None:
+        """Detect actions with one model (RGB or flow) and write an ActivityNet-style JSON.
+
+        Reads the test videos of dataset.testing.video_info_path and their arrays from
+        dataset.testing.video_data_path, or decodes the files given with --video (exactly the
+        preprocessing of `afsd prepare`; flow models compute optical flow on the fly).
+        """
+        from afsd_cli.config import load_config
+        from afsd_cli.engine.inference import plan_prediction
+
+        cfg = load_config(config, overrides or [])
+        out = output_path_from(cfg, output)
+        plan = plan_prediction(
+            cfg, [checkpoint or cfg.testing.checkpoint_path], videos=video or [],
+            classifier_path=classifier, batch_size=batch_size, device=device,
+            amp=amp_dtype if amp else None, limit=limit, deterministic=deterministic,
+        )
+        kind = "flow" if plan.channels == [2] else "RGB"
+        run_plan(plan, out, plot, gt, f"afsd predict ({cfg.dataset.name}, {kind}, {plan.predictor.device})", workers)

@@ -36,7 +36,7 @@ from afsd_cli.engine.postprocess import (
     decode_fused,
     relabel_with_classifier,
 )
-from afsd_cli.errors import CheckpointError, ConfigError, InputError
+from afsd_cli.errors import ConfigError, InputError
 
 #: dataset → (how two streams are fused, output "version", one window per video at offset 0)
 DATASET_PROCEDURES: dict[str, tuple[str, str, bool]] = {
@@ -548,10 +548,7 @@ def load_model(cfg: Any, checkpoint: str | Path, in_channels: int | None = None)
         data["model"]["in_channels"] = in_channels
         cfg = build_config(data, source=getattr(cfg, "source", None))
     model = build_model(cfg)
-    try:
-        load_checkpoint(model, checkpoint)
-    except CheckpointError:
-        raise
+    load_checkpoint(model, checkpoint)  # CheckpointError names the mismatching keys
     return model.eval()
 
 

@@ -32,10 +32,10 @@ def read_ground_truth(path: str | Path) -> dict[str, list[tuple[float, float, st
 
 def plot_timeline(path: str | Path, video: str, detections: Sequence[dict[str, Any]],
                   duration: float | None = None, ground_truth: Sequence[tuple[float, float, str]] | None = None,
-                  max_per_class: int = 30, max_classes: int = 8) -> Path:
-    """One PNG: a row per class (the ``max_classes`` best-scoring ones plus every GT class),
-    detections as bars whose opacity is the score (best ``max_per_class`` per class), ground
-    truth as black outlines above them."""
+                  max_per_class: int = 10, max_classes: int = 8) -> Path:
+    """One PNG: a row per class (the ``max_classes`` best-scoring ones plus every GT class); in
+    each row the ``max_per_class`` best detections as thin bars, best on top, opacity = score;
+    ground truth as black bars above them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,13 +58,14 @@ def plot_timeline(path: str | Path, video: str, detections: Sequence[dict[str, A
     cmap = plt.get_cmap("tab10")
     for row, label in enumerate(classes):
         own = sorted((d for d in detections if d["label"] == label), key=lambda d: d["score"], reverse=True)
-        for det in own[:max_per_class][::-1]:
+        lane = 0.6 / max_per_class
+        for rank, det in enumerate(own[:max_per_class]):
             start, end = det["segment"]
-            axes.barh(row, end - start, left=start, height=0.5, color=cmap(row % 10),
-                      alpha=0.15 + 0.85 * det["score"] / top_score, linewidth=0)
+            axes.barh(row - 0.3 + (rank + 0.5) * lane, end - start, left=start, height=lane * 0.8,
+                      color=cmap(row % 10), alpha=0.2 + 0.8 * det["score"] / top_score, linewidth=0)
         for start, end, gt_label in ground_truth or []:
             if gt_label == label:
-                axes.barh(row + 0.35, end - start, left=start, height=0.15, color="black")
+                axes.barh(row - 0.38, end - start, left=start, height=0.1, color="black")
     axes.set_yticks(range(len(classes)), classes)
     axes.set_ylim(-0.6, max(1, len(classes)) - 0.2)
     axes.set_xlim(0, end_time)
@@ -73,7 +74,7 @@ def plot_timeline(path: str | Path, video: str, detections: Sequence[dict[str, A
     title = f"{video}: {len(detections)} detections"
     if ground_truth:
         title += f", {len(ground_truth)} ground-truth instances (black)"
-    axes.set_title(title + f"; bar opacity = score (top {max_per_class} per class)")
+    axes.set_title(title + f"; top {max_per_class} per class, best on top, opacity = score", fontsize=10)
     axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     try:
