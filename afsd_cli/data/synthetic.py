@@ -116,8 +116,8 @@ def plan_dataset(
     seed: int = 0,
     fps: int = 30,
     size: tuple[int, int] = (160, 120),
-    video_seconds: tuple[float, float] = (10.0, 14.0),
-    action_seconds: tuple[float, float] = (1.5, 3.5),
+    video_seconds: tuple[float, float] = (6.0, 9.0),
+    action_seconds: tuple[float, float] = (0.8, 2.0),
     actions_per_video: tuple[int, int] = (2, 3),
     test_fraction: float = 0.25,
 ) -> list[VideoSpec]:
@@ -166,7 +166,7 @@ def plan_dataset(
                 t += gap + int(extra[i])
                 start, end = t, t + int(lengths[i])
                 t = end
-                radius = float(rng.uniform(0.11, 0.15) * min(width, height))
+                radius = float(rng.uniform(0.16, 0.2) * min(width, height))
                 margin = 2.2 * radius
                 instances.append(
                     Instance(
@@ -181,7 +181,7 @@ def plan_dataset(
                 )
                 cursor += 1
             angle = rng.uniform(0, 2 * np.pi)
-            speed = rng.uniform(0.3, 0.8)
+            speed = rng.uniform(0.2, 0.5)
             specs.append(
                 VideoSpec(
                     name=f"video_{split}_{v + 1:04d}",
@@ -209,9 +209,9 @@ def _texture(seed: int, height: int, width: int) -> np.ndarray:
     fy = np.fft.fftfreq(height)[:, None]
     fx = np.fft.fftfreq(width)[None, :]
     # Low-pass in the Fourier domain keeps the texture periodic, so the pan can wrap around.
-    smooth = np.real(np.fft.ifft2(np.fft.fft2(noise) * np.exp(-(fx**2 + fy**2) / (2 * 0.06**2))))
+    smooth = np.real(np.fft.ifft2(np.fft.fft2(noise) * np.exp(-(fx**2 + fy**2) / (2 * 0.025**2))))
     smooth = (smooth - smooth.mean()) / (smooth.std() + 1e-8)
-    grey = np.clip(115 + 30 * smooth, 50, 180)
+    grey = np.clip(115 + 14 * smooth, 70, 160)
     tint = np.array([1.0, 1.0, 0.96])  # faint warm tint, still far from any object colour
     return np.clip(grey[..., None] * tint, 0, 255).astype(np.uint8)
 
@@ -253,10 +253,10 @@ def _object_mask(inst: Instance, motion: str, t: np.ndarray, box: tuple[int, int
     cy = np.full_like(w, inst.cy)
     brightness = np.ones(t.shape[0], dtype=np.float32)
     if motion == "bounce":
-        cy = inst.cy + r - 2.0 * r * np.abs(np.sin(0.8 * w / 2 + inst.phase))
+        cy = inst.cy + r - 2.0 * r * np.abs(np.sin(1.2 * w / 2 + inst.phase))
         mask = (xs - cx) ** 2 + (ys - cy) ** 2 <= r**2
     elif motion == "slide":
-        cx = inst.cx + 1.1 * r * np.sin(0.7 * w + inst.phase)
+        cx = inst.cx + 1.1 * r * np.sin(1.0 * w + inst.phase)
         half = 0.85 * r
         mask = (np.abs(xs - cx) <= half) & (np.abs(ys - cy) <= half)
     elif motion == "spin":
@@ -265,11 +265,11 @@ def _object_mask(inst: Instance, motion: str, t: np.ndarray, box: tuple[int, int
         v = -(xs - cx) * np.sin(theta) + (ys - cy) * np.cos(theta)
         mask = (np.abs(u) <= 1.3 * r) & (np.abs(v) <= 0.35 * r)
     elif motion == "grow":
-        radius = r * (0.7 + 0.6 * np.abs(np.sin(0.6 * w / 2 + inst.phase)))
+        radius = r * (0.6 + 0.7 * np.abs(np.sin(1.2 * w / 2 + inst.phase)))
         mask = (xs - cx) ** 2 + (ys - cy) ** 2 <= radius**2
     elif motion == "orbit":
-        cx = inst.cx + 1.0 * r * np.cos(0.6 * w + inst.phase)
-        cy = inst.cy + 1.0 * r * np.sin(0.6 * w + inst.phase)
+        cx = inst.cx + 1.0 * r * np.cos(1.0 * w + inst.phase)
+        cy = inst.cy + 1.0 * r * np.sin(1.0 * w + inst.phase)
         mask = np.abs(xs - cx) + np.abs(ys - cy) <= 1.1 * r
     elif motion == "flash":
         half = 0.8 * r

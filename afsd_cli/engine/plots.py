@@ -62,7 +62,7 @@ def plot_timeline(path: str | Path, video: str, detections: Sequence[dict[str, A
         for rank, det in enumerate(own[:max_per_class]):
             start, end = det["segment"]
             axes.barh(row - 0.3 + (rank + 0.5) * lane, end - start, left=start, height=lane * 0.8,
-                      color=cmap(row % 10), alpha=0.2 + 0.8 * det["score"] / top_score, linewidth=0)
+                      color=cmap(row % 10), alpha=min(1.0, 0.2 + 0.8 * det["score"] / top_score), linewidth=0)
         for start, end, gt_label in ground_truth or []:
             if gt_label == label:
                 axes.barh(row - 0.38, end - start, left=start, height=0.1, color="black")
