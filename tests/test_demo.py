@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -80,8 +79,6 @@ def test_a_failing_stage_stops_the_demo_with_non_zero_exit(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("AFSD_RUN_SLOW"),
-                    reason="13 subprocesses: ~20 s on an idle 2-core machine, minutes under load; set AFSD_RUN_SLOW=1 to run it")
 def test_quick_demo_runs_end_to_end(tmp_path):
     """The real pipeline, every command in a subprocess (about a minute on 2 cores)."""
     out = tmp_path / "demo"
