@@ -40,6 +40,8 @@ class Stage:
     seconds: float = 0.0
     returncode: int | None = None
     group: str | None = None  # stages of one group run at the same time
+    metrics_csv: Path | None = None  # a training stage's per-epoch metrics, polled for progress
+    epochs: int = 0
 
 
 @dataclass
@@ -118,6 +120,17 @@ def path_overrides(layout: DemoLayout, stream: str) -> list[str]:
     ]
 
 
+HEARTBEAT_S = 30.0
+
+
+def _epoch_progress(stage: Stage) -> str:
+    """``"train rgb: 3/10 epochs"`` from the rows of the stage's metrics.csv (header excluded)."""
+    done = 0
+    if stage.metrics_csv is not None and stage.metrics_csv.is_file():
+        done = max(0, len(stage.metrics_csv.read_text(encoding="utf-8").splitlines()) - 1)
+    return f"{stage.name}: {done}/{stage.epochs or '?'} epochs"
+
+
 def build_stages(layout: DemoLayout, args: argparse.Namespace) -> list[Stage]:
     """The command of every stage, in order."""
     afsd = [sys.executable, "-m", "afsd_cli"]
@@ -140,7 +153,8 @@ def build_stages(layout: DemoLayout, args: argparse.Namespace) -> list[Stage]:
     for stream, cfg in (("rgb", rgb_cfg), ("flow", flow_cfg)):
         stages.append(Stage(f"train {stream}", afsd + [
             "train", cfg, "--runs-dir", str(layout.runs), "--name", stream, "--device", "cpu",
-            *quick, *path_overrides(layout, stream)], group="train" if args.parallel_train else None))
+            *quick, *path_overrides(layout, stream)], group="train" if args.parallel_train else None,
+            metrics_csv=layout.runs / stream / "metrics.csv", epochs=1 if args.quick else args.epochs))
         checkpoints[stream] = layout.runs / stream / f"checkpoint-{1 if args.quick else args.epochs}.ckpt"
     for stream, cfg in (("rgb", rgb_cfg), ("flow", flow_cfg)):
         stages.append(Stage(f"predict {stream}", afsd + [
@@ -188,6 +202,14 @@ def run_group(stages: list[Stage], env: dict[str, str], logs: Path) -> int:
         process = subprocess.Popen(stage.argv, env={**env, "OMP_NUM_THREADS": str(threads)},
                                    stdout=handle, stderr=subprocess.STDOUT)
         running.append((stage, process, handle, log))
+    # the logs hold the progress bars; the terminal gets a line of epochs done now and then
+    last_report = time.perf_counter()
+    while any(process.poll() is None for _, process, _, _ in running):
+        time.sleep(0.5)
+        if time.perf_counter() - last_report >= HEARTBEAT_S:
+            last_report = time.perf_counter()
+            print("    ... " + ", ".join(_epoch_progress(stage) for stage, *_ in running)
+                  + f" ({last_report - start:.0f} s)", flush=True)
     for stage, process, handle, log in running:
         stage.returncode = process.wait()
         stage.seconds = time.perf_counter() - start

@@ -109,8 +109,19 @@ def test_the_two_trainings_run_in_parallel_unless_asked_not_to(tmp_path, monkeyp
         def wait(self):
             return self.code
 
+        def poll(self):
+            return self.code
+
     monkeypatch.setattr(demo.subprocess, "Popen", FakeProcess)
     group = [demo.Stage("train a", ["x", "a"], group="train"), demo.Stage("train b", ["x", "b"], group="train")]
     assert demo.run_group(group, {}, tmp_path / "logs") == 5
     assert len(started) == 2 and group[0].returncode == 0 and group[1].returncode == 5
     assert "last line of b" in capsys.readouterr().out
+
+
+def test_epoch_progress_counts_metrics_rows(tmp_path):
+    csv = tmp_path / "metrics.csv"
+    stage = demo.Stage("train rgb", [], metrics_csv=csv, epochs=10)
+    assert demo._epoch_progress(stage) == "train rgb: 0/10 epochs"
+    csv.write_text("epoch,total\n1,3.5\n2,3.1\n")
+    assert demo._epoch_progress(stage) == "train rgb: 2/10 epochs"
