@@ -34,6 +34,38 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         raise
 
 
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A text file's content; a missing or unreadable file raises InputError naming it."""
+    from afsd_cli.errors import InputError
+
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{what} not found", path) from None
+    except IsADirectoryError:
+        raise InputError(f"is a directory, expected a {what}", path) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} is not UTF-8 text (byte {exc.start})", path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what}: {exc.strerror}", path) from None
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """A JSON file's content; missing, empty or malformed files raise InputError with the place."""
+    from afsd_cli.errors import InputError
+
+    text = read_text(path, what)
+    if not text.strip():
+        raise InputError(f"{what} is empty", path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path) from None
+    except RecursionError:
+        raise InputError("malformed JSON: nested too deeply", path) from None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -9,13 +9,13 @@ Malformed input raises :class:`~afsd_cli.errors.InputError` naming the file and 
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 from afsd_cli.errors import InputError
+from afsd_cli.io import read_json, read_text
 
 #: THUMOS14 detection classes as ``(original THUMOS index, name)``; model id = position + 1.
 THUMOS14_CLASSES: tuple[tuple[int, str], ...] = (
@@ -80,13 +80,7 @@ def thumos14_class_index() -> ClassIndex:
 def _read_csv_rows(path: str | Path, header: list[str]) -> list[tuple[int, list[str]]]:
     """Rows of a CSV with the given header as ``(line number, fields)``."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("file not found", path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read: {exc}", path) from None
-    rows = list(csv.reader(text.splitlines()))
+    rows = list(csv.reader(read_text(path).splitlines()))
     if not rows or [c.strip() for c in rows[0]] != header:
         found = ",".join(rows[0]) if rows else "an empty file"
         raise InputError(f"line 1: expected the header {','.join(header)!r}, found {found!r}", path)
@@ -142,10 +136,7 @@ def read_video_info_csv(path: str | Path) -> dict[str, VideoInfo]:
 def read_class_index(path: str | Path) -> ClassIndex:
     """Read ``Class Index_Detection.txt`` (lines ``"<original index> <name>"``; id = line number)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc}", path) from None
+    lines = read_text(path, "class index file").splitlines()
     mapping: dict[int, int] = {}
     names: list[str] = []
     for number, line in enumerate(lines, start=1):
@@ -202,12 +193,7 @@ def read_anet_video_info(
     get no annotation entry.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("file not found", path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a readable JSON file: {exc}", path) from None
+    data = read_json(path, "video-info JSON")
     if isinstance(data, dict) and "database" in data and isinstance(data["database"], dict):
         data = data["database"]
     if not isinstance(data, dict):

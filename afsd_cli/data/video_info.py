@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from afsd_cli.errors import InputError
-from afsd_cli.io import write_json, write_text
+from afsd_cli.io import read_json, read_text, write_json, write_text
 
 THUMOS_INFO_COLUMNS = ("video", "fps", "sample_fps", "count", "sample_count")
 
@@ -50,13 +49,7 @@ def write_thumos_video_info(path: str | Path, infos: Iterable[ThumosVideoInfo]) 
 def read_annotated_thumos_videos(path: str | Path) -> list[str]:
     """Sorted unique ``video`` names of a THUMOS14 annotation CSV (what the official step converts)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("annotation CSV not found", path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read annotation CSV: {exc}", path) from None
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(read_text(path, "annotation CSV")))
     if not reader.fieldnames or "video" not in [f.strip() for f in reader.fieldnames]:
         raise InputError("annotation CSV has no `video` column", path)
     key = next(f for f in reader.fieldnames if f.strip() == "video")
@@ -74,12 +67,7 @@ def read_annotated_thumos_videos(path: str | Path) -> list[str]:
 def read_anet_ground_truth(path: str | Path) -> dict[str, dict]:
     """An ActivityNet-style GT JSON: ``{"database": {id: {...}}}`` or directly ``{id: {...}}``."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("annotation JSON not found", path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read annotation JSON: {exc}", path) from None
+    data = read_json(path, "annotation JSON")
     database = data.get("database", data) if isinstance(data, dict) else None
     if not isinstance(database, dict) or not all(isinstance(v, dict) for v in database.values()):
         raise InputError("annotation JSON must map video ids to objects (optionally under `database`)", path)
@@ -135,10 +123,7 @@ def anet_class_ids(database: Mapping[str, dict], class_names: list[str] | None =
 
 def read_class_names(path: str | Path) -> list[str]:
     path = Path(path)
-    try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except OSError as exc:
-        raise InputError(f"cannot read class-name file: {exc}", path) from None
+    names = [line.strip() for line in read_text(path, "class-name file").splitlines()]
     names = [n for n in names if n]
     if not names:
         raise InputError("class-name file is empty", path)
@@ -149,12 +134,7 @@ def load_anet_video_info(path: str | Path) -> dict[str, dict]:
     """The raw ``{video: entry}`` object of an info JSON we wrote (to merge into on resume);
     training reads it through :func:`afsd_cli.data.annotations.read_anet_video_info`."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("video-info JSON not found", path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read video-info JSON: {exc}", path) from None
+    data = read_json(path, "video-info JSON")
     if not isinstance(data, dict):
         raise InputError("video-info JSON must be an object keyed by video name", path)
     return data

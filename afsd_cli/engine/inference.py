@@ -17,7 +17,6 @@ Entry points: :class:`Predictor` (models + settings) with :meth:`Predictor.run` 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from afsd_cli.engine.postprocess import (
     relabel_with_classifier,
 )
 from afsd_cli.errors import ConfigError, InputError
+from afsd_cli.io import read_json
 
 #: dataset → (how two streams are fused, output "version", one window per video at offset 0)
 DATASET_PROCEDURES: dict[str, tuple[str, str, bool]] = {
@@ -176,12 +176,7 @@ class Classifier:
 def read_classifier(path: str | Path) -> Classifier:
     """Read a CUHK-style ``{"results": {video: [scores]}, "class": [names]}`` JSON."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("classifier file not found", path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a readable JSON file: {exc}", path) from None
+    data = read_json(path, "classifier file")
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict) or not isinstance(data.get("class"), list):
         raise InputError('expected {"results": {video: [scores]}, "class": [names]} (CUHK format)', path)
     classes = [str(c) for c in data["class"]]
