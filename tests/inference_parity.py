@@ -101,3 +101,39 @@ def video_info_csv() -> str:
     for name, frames in PARITY_VIDEOS:
         lines.append(f"{name},30.0,10.0,{float(frames * 3)},{frames}")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- ActivityNet
+# The official AFSD ``anet/test.py`` / ``test_fusion.py`` were run once on these inputs.
+
+#: (video id, frames, fps, duration s): one shorter than the 768-frame window (padded, its tail
+#: detections clipped to a duration a little shorter than frames / fps), one longer (truncated
+#: to its first 768 frames, as the official single-window procedure does).
+ANET_VIDEOS: tuple[tuple[str, int, float, float], ...] = (
+    ("v_parityShort01", 500, 6.4, 78.0),
+    ("v_parityLong001", 900, 25.0, 36.0),
+)
+ANET_RGB_SEED = 2505
+ANET_FLOW_SEED = 2606
+ANET_CLASSIFIER_SEED = 31
+
+
+def anet_video_info() -> dict:
+    """``video_info_train_val.json`` content for the ANet parity videos (validation subset), plus
+    one training video that inference must skip."""
+    info = {name: {"subset": "validation", "frame_num": frames, "fps": fps, "duration": duration,
+                   "annotations": []}
+            for name, frames, fps, duration in ANET_VIDEOS}
+    info["v_parityTrain01"] = {"subset": "training", "frame_num": 768, "fps": 10.0, "duration": 76.8,
+                               "annotations": []}
+    return info
+
+
+def anet_classifier(class_names: list[str], seed: int = ANET_CLASSIFIER_SEED) -> dict:
+    """A CUHK-format video classification file: ``{"results": {id without v_: [scores]}, "class": names}``."""
+    rng = np.random.default_rng(seed)
+    results = {}
+    for name, *_ in ANET_VIDEOS:
+        scores = rng.dirichlet(np.full(len(class_names), 0.2))
+        results[name[2:]] = [round(float(s), 6) for s in scores]
+    return {"results": results, "class": list(class_names)}

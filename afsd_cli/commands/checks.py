@@ -58,6 +58,7 @@ def register(app: typer.Typer) -> None:
         repeats: int = typer.Option(5, min=1, help="Timed forward+backward calls per backend (median shown)."),
     ) -> None:
         """Report versions, devices and boundary-max-pool backends, and self-test them."""
+        from rich.markup import escape
         from rich.table import Table
 
         from afsd_cli.ops import available_backends, self_test
@@ -100,7 +101,7 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         for result in results:
             if result.status == "error":
-                console.print(f"[red]{result.backend} ({result.device}):[/] {result.detail}", soft_wrap=True)
+                console.print(f"[red]{result.backend} ({result.device}):[/] {escape(str(result.detail))}", soft_wrap=True)
 
         broken = [f"{r.backend} ({r.device})" for r in results if r.status in ("fail", "error")]
         if broken:

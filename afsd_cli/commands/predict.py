@@ -31,14 +31,16 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.table import Table
 
+    from rich.markup import escape
+
     from afsd_cli.engine.postprocess import results_document
     from afsd_cli.io import write_json
 
     for notice in plan.notices:
-        err_console.print(f"[yellow]notice:[/] {notice}", highlight=False)
+        err_console.print(f"[yellow]notice:[/] {escape(notice)}", highlight=False)
     if plan.problems:
         for problem in plan.problems:
-            err_console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         raise fail(f"{len(plan.problems)} bad input(s); nothing was written")
 
     ground_truth = None
@@ -79,7 +81,7 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
 
     if failures:
         for message in failures:
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed; nothing was written")
 
     write_json(output, results_document(results, plan.version), indent=None)
@@ -93,9 +95,9 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
     console.print(f"time by stage: loading/decoding {totals['decode']:.1f} s (in a background thread), "
                   f"network {totals['network']:.1f} s, decoding + soft-NMS {totals['postprocess']:.1f} s",
                   highlight=False)
-    console.print(f"detections written to [bold]{output}[/]")
+    console.print(f"detections written to [bold]{escape(str(output))}[/]")
     if plot_dir is not None:
-        console.print(f"timelines written to [bold]{plot_dir}[/]")
+        console.print(f"timelines written to [bold]{escape(str(plot_dir))}[/]")
 
 
 def _closing(predictor: Any, results: Any):

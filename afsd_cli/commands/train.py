@@ -65,6 +65,7 @@ def _run(cfg, run_dir, resume: bool, device: str, amp: Optional[str], workers: O
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich import box
     from rich.table import Table
+    from rich.markup import escape
 
     from afsd_cli.engine.trainer import TrainOptions, train
 
@@ -92,7 +93,7 @@ def _run(cfg, run_dir, resume: bool, device: str, amp: Optional[str], workers: O
             progress.console.print(f"epoch {event['epoch']}: validation mAP {event['map']:.4f}")
         elif kind in ("warning", "skipped_step"):
             message = event.get("message") or f"epoch {event['epoch']} step {event['step']}: non-finite {', '.join(event['terms'])}, step skipped"
-            err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
         elif kind == "info":
             progress.console.print(event["message"], highlight=False, soft_wrap=True)
 
@@ -112,7 +113,7 @@ def _run(cfg, run_dir, resume: bool, device: str, amp: Optional[str], workers: O
         extra = "" if val is None or val != val else f", validation mAP {val:.4f}"
         console.print(f"epoch {row['epoch']}: {row['seconds']:.1f} s, {row['frames_per_second']:.3g} frames/s{extra}",
                       highlight=False)
-    console.print(f"run folder: {result.run_dir}", soft_wrap=True, highlight=False)
+    console.print(f"run folder: {result.run_dir}", soft_wrap=True, highlight=False, markup=False)
     last = result.epochs[-1]["epoch"] if result.epochs else None
     if last is not None:
         console.print(f"checkpoint: {result.run_dir / f'checkpoint-{last}.ckpt'}", soft_wrap=True, highlight=False)
