@@ -8,7 +8,21 @@ from typing import List, Optional
 import typer
 
 from afsd_cli.commands._common import handle_errors
-from afsd_cli.commands.predict import DEVICE_HELP, output_path_from, run_plan
+from afsd_cli.commands.predict import (
+    AmpDtypeOption,
+    AmpOption,
+    BatchSizeOption,
+    ClassifierOption,
+    DeterministicOption,
+    DeviceOption,
+    GroundTruthOption,
+    LimitOption,
+    OutputOption,
+    PlotOption,
+    WorkersOption,
+    output_path_from,
+    run_plan,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -25,23 +39,19 @@ def register(app: typer.Typer) -> None:
                                                 help="Folder of RGB arrays; default testing.rgb_data_path."),
         flow_data: Optional[Path] = typer.Option(None, "--flow-data",
                                                  help="Folder of flow arrays; default testing.flow_data_path."),
-        output: Optional[Path] = typer.Option(None, "--output", "-o",
-                                              help="Detections JSON; default testing.output_path/testing.output_json."),
+        output: OutputOption = None,
         video: Optional[List[Path]] = typer.Option(None, "--video", "-v",
                                                    help="Video file(s): frames decoded and flow computed in memory."),
-        classifier: Optional[Path] = typer.Option(None, "--classifier",
-                                                  help="ActivityNet video-level classification JSON (CUHK format)."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Windows per forward pass."),
-        device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-        amp: bool = typer.Option(False, "--amp", help="Mixed precision on CUDA (see --amp-dtype)."),
-        amp_dtype: str = typer.Option("bf16", "--amp-dtype", help="bf16 or fp16."),
-        plot: Optional[Path] = typer.Option(None, "--plot", help="Write a timeline PNG per video into this folder."),
-        gt: Optional[Path] = typer.Option(None, "--gt", help="Ground-truth JSON (ActivityNet layout) drawn in the plots."),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N videos of the list."),
-        workers: int = typer.Option(0, "--workers", "-j", min=0,
-                                    help="Processes for soft-NMS, overlapping the network (0: inline)."),
-        deterministic: bool = typer.Option(False, "--deterministic",
-                                           help="Batch-size-independent fp32 results (slower convolution kernels)."),
+        classifier: ClassifierOption = None,
+        batch_size: BatchSizeOption = None,
+        device: DeviceOption = "auto",
+        amp: AmpOption = False,
+        amp_dtype: AmpDtypeOption = "bf16",
+        plot: PlotOption = None,
+        gt: GroundTruthOption = None,
+        limit: LimitOption = None,
+        workers: WorkersOption = 0,
+        deterministic: DeterministicOption = False,
     ) -> None:
         """Run the RGB and the flow network on the same windows and fuse them before decoding.
 

@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Annotated, Any, List, Optional
 
 import typer
 
 from afsd_cli.commands._common import console, err_console, fail, handle_errors
 
-DEVICE_HELP = "cpu, cuda, cuda:N or auto (CUDA when available)."
+# The options `afsd predict` and `afsd fuse` share, declared once.
+OutputOption = Annotated[Optional[Path], typer.Option(
+    "--output", "-o", help="Detections JSON; default testing.output_path/testing.output_json.")]
+ClassifierOption = Annotated[Optional[Path], typer.Option(
+    "--classifier", help="ActivityNet video-level classification JSON (CUHK format).")]
+BatchSizeOption = Annotated[Optional[int], typer.Option(
+    "--batch-size", "-b", min=1, help="Windows per forward pass; default testing.batch_size.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (CUDA when available).")]
+AmpOption = Annotated[bool, typer.Option("--amp", help="Mixed precision on CUDA (see --amp-dtype).")]
+AmpDtypeOption = Annotated[str, typer.Option("--amp-dtype", help="bf16 or fp16.")]
+PlotOption = Annotated[Optional[Path], typer.Option(
+    "--plot", help="Write a timeline PNG per video into this folder.")]
+GroundTruthOption = Annotated[Optional[Path], typer.Option(
+    "--gt", help="Ground-truth JSON (ActivityNet layout) drawn in the plots.")]
+LimitOption = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N videos of the list.")]
+WorkersOption = Annotated[int, typer.Option(
+    "--workers", "-j", min=0, help="Processes for soft-NMS, overlapping the network (0: inline).")]
+DeterministicOption = Annotated[bool, typer.Option(
+    "--deterministic", help="Batch-size-independent fp32 results (slower convolution kernels).")]
 
 
 def output_path_from(cfg: Any, output: Optional[Path]) -> Path:
@@ -115,24 +133,19 @@ def register(app: typer.Typer) -> None:
         overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides, e.g. testing.top_k=200."),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c",
                                                   help="Weights (.ckpt, official or ours); default testing.checkpoint_path."),
-        output: Optional[Path] = typer.Option(None, "--output", "-o",
-                                              help="Detections JSON; default testing.output_path/testing.output_json."),
+        output: OutputOption = None,
         video: Optional[List[Path]] = typer.Option(None, "--video", "-v",
                                                    help="Video file(s) to decode and run directly (repeatable)."),
-        classifier: Optional[Path] = typer.Option(None, "--classifier",
-                                                  help="ActivityNet video-level classification JSON (CUHK format)."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1,
-                                                 help="Windows per forward pass; default testing.batch_size."),
-        device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-        amp: bool = typer.Option(False, "--amp", help="Mixed precision on CUDA (see --amp-dtype)."),
-        amp_dtype: str = typer.Option("bf16", "--amp-dtype", help="bf16 or fp16."),
-        plot: Optional[Path] = typer.Option(None, "--plot", help="Write a timeline PNG per video into this folder."),
-        gt: Optional[Path] = typer.Option(None, "--gt", help="Ground-truth JSON (ActivityNet layout) drawn in the plots."),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N videos of the list."),
-        workers: int = typer.Option(0, "--workers", "-j", min=0,
-                                    help="Processes for soft-NMS, overlapping the network (0: inline)."),
-        deterministic: bool = typer.Option(False, "--deterministic",
-                                           help="Batch-size-independent fp32 results (slower convolution kernels)."),
+        classifier: ClassifierOption = None,
+        batch_size: BatchSizeOption = None,
+        device: DeviceOption = "auto",
+        amp: AmpOption = False,
+        amp_dtype: AmpDtypeOption = "bf16",
+        plot: PlotOption = None,
+        gt: GroundTruthOption = None,
+        limit: LimitOption = None,
+        workers: WorkersOption = 0,
+        deterministic: DeterministicOption = False,
     ) -> None:
         """Detect actions with one model (RGB or flow) and write an ActivityNet-style JSON.
 
