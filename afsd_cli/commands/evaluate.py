@@ -113,23 +113,23 @@ def _print_summary(ground_truth, detections, result, requested_subset) -> None:
     )
     dropped = result.dropped
     if dropped.unknown_video:
-        more = ", ..." if len(dropped.unknown_video_ids) > 3 else ""
-        examples = ", ".join(map(escape, dropped.unknown_video_ids[:3])) + more
-        err_console.print(
-            f"[yellow]warning:[/] dropped {_count(dropped.unknown_video, 'detection')} in "
-            f"{_count(len(dropped.unknown_video_ids), 'video')} without annotations in the ground truth ({examples})",
-            highlight=False,
-            emoji=False,
-        )
+        _warn_dropped(dropped.unknown_video, "in", dropped.unknown_video_ids, "video",
+                      "without annotations in the ground truth")
     if dropped.unknown_label:
-        more = ", ..." if len(dropped.unknown_labels) > 3 else ""
-        examples = ", ".join(map(escape, dropped.unknown_labels[:3])) + more
-        err_console.print(
-            f"[yellow]warning:[/] dropped {_count(dropped.unknown_label, 'detection')} with "
-            f"{_count(len(dropped.unknown_labels), 'label')} absent from the ground truth ({examples})",
-            highlight=False,
-            emoji=False,
-        )
+        _warn_dropped(dropped.unknown_label, "with", dropped.unknown_labels, "label", "absent from the ground truth")
+
+
+def _warn_dropped(detections: int, preposition: str, names, noun: str, reason: str) -> None:
+    """``warning: dropped 3 detections in 2 videos without ... (a, b)`` (at most three names shown)."""
+    from rich.markup import escape
+
+    examples = ", ".join(map(escape, names[:3])) + (", ..." if len(names) > 3 else "")
+    err_console.print(
+        f"[yellow]warning:[/] dropped {_count(detections, 'detection')} {preposition} "
+        f"{_count(len(names), noun)} {reason} ({examples})",
+        highlight=False,
+        emoji=False,
+    )
 
 
 def _count(n: int, noun: str) -> str:
