@@ -189,3 +189,17 @@ def test_bad_inputs_give_one_clear_message_and_no_output(tmp_path):
     broken.write_bytes(b"\x00\x00\x00 ftypisom not really a video")
     check(["predict", config, "-c", ckpt, "-o", out, "--video", broken, "--device", "cpu"], "broken.mp4")
     check(["fuse", config, "--rgb-checkpoint", ckpt, "-o", out], "--flow-checkpoint")
+
+
+def test_plot_ground_truth_reader(tmp_path):
+    from afsd_cli.engine.plots import read_ground_truth
+    from afsd_cli.errors import InputError
+
+    path = tmp_path / "gt.json"
+    path.write_text('{"database": {"v_abc": {"annotations": [{"segment": ["1.5", 3], "label": "Run"}]}}}')
+    assert read_ground_truth(path) == {"v_abc": [(1.5, 3.0, "Run")], "abc": [(1.5, 3.0, "Run")]}
+    with pytest.raises(InputError, match="ground-truth file not found"):
+        read_ground_truth(tmp_path / "missing.json")
+    path.write_text('{"database": {"v": {"annotations": [{"label": "Run"}]}}}')
+    with pytest.raises(InputError, match="not an ActivityNet-style ground-truth JSON"):
+        read_ground_truth(path)

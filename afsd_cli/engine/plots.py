@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from afsd_cli.errors import InputError
+from afsd_cli.io import read_json
 
 
 def read_ground_truth(path: str | Path) -> dict[str, list[tuple[float, float, str]]]:
     """ActivityNet-layout GT (``{"database": {video: {"annotations": [{segment, label}]}}}``)
     → ``video -> [(start_s, end_s, label)]`` (keys also without a ``v_`` prefix)."""
     path = Path(path)
+    data = read_json(path, "ground-truth file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         database = data["database"] if "database" in data else data
         out: dict[str, list[tuple[float, float, str]]] = {}
         for video, entry in database.items():
@@ -24,9 +24,7 @@ def read_ground_truth(path: str | Path) -> dict[str, list[tuple[float, float, st
             if video.startswith("v_"):
                 out.setdefault(video[2:], rows)
         return out
-    except FileNotFoundError:
-        raise InputError("ground-truth file not found", path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"not an ActivityNet-style ground-truth JSON ({type(exc).__name__}: {exc})", path) from None
 
 
