@@ -28,6 +28,12 @@ def _version_rows() -> list[tuple[str, str]]:
         rows.append(("opencv", cv2.__version__))
     except ImportError as exc:
         rows.append(("opencv", f"not importable ({exc})"))
+    try:
+        import PIL
+
+        rows.append(("pillow", PIL.__version__))
+    except ImportError as exc:
+        rows.append(("pillow", f"not importable ({exc})"))
     rows.append(("platform", platform.platform()))
     return rows
 
@@ -48,6 +54,17 @@ def _device_rows() -> list[tuple[str, str]]:
     else:
         rows.append(("cuda", "no CUDA device visible"))
     return rows
+
+
+def _resize_row() -> tuple[str, str]:
+    from afsd_cli.data.resample import active_backend, pillow_pass_rule
+
+    try:
+        backend, detail = active_backend()
+    except Exception as exc:  # noqa: BLE001 - a misconfigured backend is reported, not fatal here
+        return "error", str(exc)
+    order = "vertical pass first for tall shrinks" if pillow_pass_rule() else "horizontal pass first"
+    return backend, f"{detail}; installed Pillow: {order}"
 
 
 def register(app: typer.Typer) -> None:
@@ -72,6 +89,11 @@ def register(app: typer.Typer) -> None:
         table = Table(title="Devices", show_header=False)
         for name, value in _device_rows():
             table.add_row(name, value)
+        console.print(table)
+
+        table = Table(title="Frame resize (pil-bicubic, the official resampling)", show_header=False)
+        with console.status("Loading the native resize (compiled on the first run, < 1 s)..."):
+            table.add_row(*_resize_row())
         console.print(table)
 
         with console.status("Loading boundary_max_pool kernels (compiled on the first run, ~20-60 s)..."):

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel workers (0 = every core)."),
         backend: str = typer.Option("loky", "--backend", help="joblib backend: loky (local processes), threading, dask, ray."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose .npy already exists."),
-        resize: str = typer.Option("pil-bicubic", "--resize", help="pil-bicubic (official), cv2-area or cv2-cubic (faster)."),
+        resize: str = typer.Option("pil-bicubic", "--resize", help="pil-bicubic (official, bit-identical to PIL), cv2-area or cv2-cubic (approximations)."),
         lenient_count: bool = typer.Option(
             False, "--lenient-count",
             help="Accept a decoded frame count that differs from the container's (upstream fails)."),

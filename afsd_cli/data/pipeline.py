@@ -26,6 +26,7 @@ from afsd_cli.data.video import (
     anet_target_fps,
     find_video,
     list_videos,
+    make_resizer,
     probe_video,
     read_video,
 )
@@ -248,6 +249,9 @@ def prepare_videos(
 
     # Parallel workers decode single-threaded: one core each instead of N threads per worker.
     decode_threads = 1 if resolve_jobs(jobs) > 1 and len(plan) > 1 else None
+    if resize == "pil-bicubic":
+        # Compile the native resize here, once, rather than in every worker at the same time.
+        make_resizer(resize, size)
     tasks: list[Task] = []
     for name, source, reason in plan:
         if source is None:

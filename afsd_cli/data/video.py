@@ -148,13 +148,10 @@ def make_resizer(method: str = "pil-bicubic", size: int = FRAME_SIZE) -> Callabl
     small result equals resizing the RGB frame (and converts far fewer pixels).
     """
     if method == "pil-bicubic":
-        from PIL import Image
+        # Pillow's exact integers, from the native kernel when it builds (see data/resample.py).
+        from afsd_cli.data.resample import BicubicResizer
 
-        def resize(bgr: np.ndarray) -> np.ndarray:
-            small = Image.fromarray(bgr).resize((size, size), Image.BICUBIC)
-            return np.asarray(small)[:, :, ::-1]
-
-        return resize
+        return BicubicResizer(size, size, reverse_channels=True)
     if method in ("cv2-area", "cv2-cubic"):
         cv2 = _cv2()
         interp = cv2.INTER_AREA if method == "cv2-area" else cv2.INTER_CUBIC

@@ -16,7 +16,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SOURCES_ENV = "AFSD_CSRC_DIR"
 EXTENSIONS_DIR_ENV = "TORCH_EXTENSIONS_DIR"
 _SOURCE_SUBDIR = "boundary_max_pooling"
 _DISPATCHER = "boundary_max_pooling.cpp"
@@ -41,16 +40,11 @@ _lock = threading.Lock()
 
 
 def source_dir() -> Path | None:
-    """The folder holding the op's sources: ``$AFSD_CSRC_DIR``, the repo's ``csrc/`` (editable
-    install / checkout), ``afsd_cli/csrc/`` or ``<prefix>/share/afsd/csrc`` (a wheel installs the
-    sources there as data files); None when absent."""
-    here = Path(__file__).resolve()
-    candidates = []
-    if os.environ.get(SOURCES_ENV):
-        candidates.append(Path(os.environ[SOURCES_ENV]))
-    candidates += [here.parents[2] / "csrc", here.parents[1] / "csrc",
-                   Path(sys.prefix) / "share" / "afsd" / "csrc"]
-    for base in candidates:
+    """The folder holding the op's sources (see :func:`afsd_cli.native.csrc_roots` for where
+    ``csrc/`` is looked for); None when absent."""
+    from afsd_cli.native import csrc_roots
+
+    for base in csrc_roots():
         folder = base / _SOURCE_SUBDIR
         if (folder / _DISPATCHER).is_file() and (folder / _CPU_SOURCE).is_file():
             return folder

@@ -1,0 +1,119 @@
+"""Finds the C sources under ``csrc/`` and builds plain-C helper libraries for ``ctypes``.
+
+Two kinds of compiled code live in ``csrc/``: the boundary-max-pooling op (C++/CUDA against
+torch, built by :mod:`afsd_cli.ops.extension`) and small dependency-free C kernels such as the
+Pillow-exact resize (built here with the system C compiler, no torch import, in well under a
+second). Built libraries are cached on disk under a name that hashes the source, the compiler
+and its flags, so later processes (and every joblib worker) just load them. Writes are atomic:
+concurrent builders each compile to a temporary name and rename.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+SOURCES_ENV = "AFSD_CSRC_DIR"
+CACHE_ENV = "AFSD_CACHE_DIR"
+CFLAGS = ("-O3", "-shared", "-fPIC")
+
+
+class NativeBuildError(RuntimeError):
+    """A helper library could not be compiled or loaded (the reason is the message)."""
+
+
+def csrc_roots() -> list[Path]:
+    """Where ``csrc/`` may be, in order: ``$AFSD_CSRC_DIR``, the checkout's ``csrc/`` (editable
+    install), ``afsd_cli/csrc/``, ``<prefix>/share/afsd/csrc`` (wheels install it as data files)."""
+    here = Path(__file__).resolve()
+    roots = [Path(os.environ[SOURCES_ENV])] if os.environ.get(SOURCES_ENV) else []
+    return roots + [here.parents[1] / "csrc", here.parent / "csrc", Path(sys.prefix) / "share" / "afsd" / "csrc"]
+
+
+def find_source(relative: str) -> Path | None:
+    """The first ``<root>/<relative>`` that exists, or None."""
+    for root in csrc_roots():
+        candidate = root / relative
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def cache_root() -> Path:
+    """``$AFSD_CACHE_DIR``, else ``$XDG_CACHE_HOME/afsd`` or ``~/.cache/afsd``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "afsd"
+
+
+def c_compiler() -> list[str] | None:
+    """``$CC`` when set (and nothing else), else the compiler Python was built with, else
+    ``cc``/``gcc``/``clang`` on PATH; None when none is found."""
+    configured = os.environ.get("CC")
+    candidates = [configured] if configured else [sysconfig.get_config_var("CC"), "cc", "gcc", "clang"]
+    for candidate in candidates:
+        command = shlex.split(candidate or "")
+        if command and shutil.which(command[0]):
+            return command
+    return None
+
+
+def build_library(relative_source: str, name: str) -> Path:
+    """Compile ``csrc/<relative_source>`` into a cached shared library; return its path.
+
+    Raises :class:`NativeBuildError` with a one-line reason (no sources, no compiler, compile
+    error) so the caller can fall back to a pure-Python path.
+    """
+    if os.name == "nt":
+        raise NativeBuildError("native helpers are not built on Windows")
+    source = find_source(relative_source)
+    if source is None:
+        raise NativeBuildError(f"C source csrc/{relative_source} not found")
+    compiler = c_compiler()
+    if compiler is None:
+        configured = os.environ.get("CC")
+        raise NativeBuildError(f"C compiler $CC={configured!r} not found" if configured else "no C compiler found (set CC)")
+    key = hashlib.sha256()
+    key.update(source.read_bytes())
+    key.update(repr((compiler, CFLAGS, platform.machine(), sys.platform)).encode())
+    folder = cache_root() / "native"
+    target = folder / f"lib{name}-{key.hexdigest()[:16]}.so"
+    if target.is_file():
+        return target
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
+        os.close(handle)
+    except OSError as exc:
+        raise NativeBuildError(f"cannot write the build cache {folder}: {exc}") from None
+    try:
+        result = subprocess.run([*compiler, *CFLAGS, "-o", temporary, str(source)], capture_output=True,
+                                text=True, timeout=120)
+        if result.returncode != 0:
+            lines = [line for line in result.stderr.splitlines() if "error:" in line.lower()] or result.stderr.splitlines()
+            raise NativeBuildError(f"{compiler[0]} failed on {source.name}: {(lines or ['no output'])[0][:300]}")
+        os.replace(temporary, target)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise NativeBuildError(f"{compiler[0]} could not run: {exc}") from None
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return target
+
+
+def load_library(relative_source: str, name: str) -> ctypes.CDLL:
+    """:func:`build_library` then ``ctypes.CDLL``; raises :class:`NativeBuildError`."""
+    path = build_library(relative_source, name)
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise NativeBuildError(f"cannot load {path}: {exc}") from None
