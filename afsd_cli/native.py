@@ -67,6 +67,12 @@ def c_compiler() -> list[str] | None:
     return None
 
 
+def _private(folder: Path) -> bool:
+    """Owned by this user and writable by nobody else (a shared /tmp must not supply libraries)."""
+    info = folder.stat()
+    return info.st_uid == os.getuid() and not info.st_mode & 0o022
+
+
 def build_library(relative_source: str, name: str) -> Path:
     """Compile ``csrc/<relative_source>`` into a cached shared library; return its path.
 
@@ -85,16 +91,27 @@ def build_library(relative_source: str, name: str) -> Path:
     key = hashlib.sha256()
     key.update(source.read_bytes())
     key.update(repr((compiler, CFLAGS, platform.machine(), sys.platform)).encode())
-    folder = cache_root() / "native"
-    target = folder / f"lib{name}-{key.hexdigest()[:16]}.so"
-    if target.is_file():
-        return target
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
-        os.close(handle)
-    except OSError as exc:
-        raise NativeBuildError(f"cannot write the build cache {folder}: {exc}") from None
+    filename = f"lib{name}-{key.hexdigest()[:16]}.so"
+    # The user cache, or (read-only home, e.g. in a container) a private folder under /tmp.
+    private = Path(tempfile.gettempdir()) / f"afsd-native-{os.getuid()}"
+    folders = [cache_root() / "native", private]
+    for folder in folders:
+        if (folder / filename).is_file() and (folder != private or _private(folder)):
+            return folder / filename
+    problems = []
+    for folder in folders:
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if folder == private and not _private(folder):
+                raise OSError(f"{folder} is not a private folder of this user")
+            handle, temporary = tempfile.mkstemp(prefix=f".{filename}.", dir=folder)
+            os.close(handle)
+            break
+        except OSError as exc:
+            problems.append(f"{folder}: {exc.strerror or exc}" if exc.strerror else str(exc))
+    else:
+        raise NativeBuildError(f"no writable build folder ({'; '.join(problems)})")
+    target = folder / filename
     try:
         result = subprocess.run([*compiler, *CFLAGS, "-o", temporary, str(source)], capture_output=True,
                                 text=True, timeout=120)

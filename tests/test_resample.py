@@ -61,7 +61,18 @@ def test_native_equals_pillow(native_backend, height, width, out_h, out_w, rever
         np.testing.assert_array_equal(resizer(frame), expected)
 
 
-def test_native_equals_pillow_on_random_shapes(native_backend):
+@pytest.fixture(params=["simd", "portable"])
+def native_path(native_backend, request):
+    """Run a test on the SIMD path (where the CPU has it) and on the portable C loops."""
+    library = native_backend.library
+    in_use = library.afsd_resize_simd(request.param == "simd")
+    if request.param == "simd" and not in_use:
+        pytest.skip("no SIMD path on this CPU")
+    yield request.param
+    library.afsd_resize_simd(1)
+
+
+def test_native_equals_pillow_on_random_shapes(native_path):
     rng = np.random.default_rng(0)
     for trial in range(120):
         height, width, out_h, out_w = (int(v) for v in rng.integers(1, 200, 4))
@@ -200,3 +211,21 @@ def test_build_is_cached_and_errors_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(native.NativeBuildError, match="not found"):
         native.build_library("missing/missing.c", "missing")
     assert not [p for p in (tmp_path / "cache" / "native").iterdir() if p.name.startswith(".")]
+
+
+def test_unwritable_cache_falls_back_to_a_private_temporary_folder(tmp_path, monkeypatch):
+    if native.c_compiler() is None:
+        pytest.skip("no C compiler")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # the cache cannot be created below a file, even by root
+    monkeypatch.setenv(native.CACHE_ENV, str(blocker / "cache"))
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    path = native.build_library("pil_bicubic/pil_bicubic.c", "afsd_pil_bicubic")
+    assert path.parent == tmp_path / "tmp" / f"afsd-native-{os.getuid()}"
+    assert path.parent.stat().st_mode & 0o077 == 0
+    assert native.build_library("pil_bicubic/pil_bicubic.c", "afsd_pil_bicubic") == path  # found again
+
+    path.parent.chmod(0o777)  # now anyone could have put a library there: neither used nor written
+    with pytest.raises(native.NativeBuildError, match="no writable build folder.*not a private folder"):
+        native.build_library("pil_bicubic/pil_bicubic.c", "afsd_pil_bicubic")

@@ -4,8 +4,8 @@ The official frames were made with PIL, whose resize costs more CPU than decodin
 This module computes the same integers three ways:
 
 * ``native``: ``csrc/pil_bicubic/pil_bicubic.c`` through ctypes. Same fixed-point arithmetic as
-  Pillow, with loops reordered so they vectorise (about 4x faster than Pillow on a 320x240 frame,
-  see benchmarks/results_data.md). Compiled with the system C compiler on first use and cached.
+  Pillow, with loops reordered so they vectorise (about 5x faster than Pillow on a 320x240 frame
+  with AVX2, 2x with the portable loops; see benchmarks/results_data.md). Compiled with the system C compiler on first use and cached.
 * ``pillow``: Pillow itself (the fallback when no C compiler is available).
 * :func:`resize_reference`: a short NumPy version of the arithmetic, for tests and for probing
   the installed Pillow.
@@ -135,6 +135,7 @@ class NativeState:
     attempted: bool = False
     library: ctypes.CDLL | None = None
     rule: bool = False
+    simd: bool = False  # the AVX2 path is in use (else the portable C loops)
     error: str | None = None  # why the native backend is not used
 
 
@@ -178,6 +179,9 @@ def native_state(build: bool = True) -> NativeState:
         library.afsd_resize_u8.restype = _I
         library.afsd_resize_workspace.argtypes = [_I, _I, _I, _I, _I]
         library.afsd_resize_workspace.restype = _L
+        library.afsd_resize_simd.argtypes = [_I]
+        library.afsd_resize_simd.restype = _I
+        _native.simd = bool(library.afsd_resize_simd(1))
         rule = pillow_pass_rule()
         problem = _self_check(library, rule)
         if problem:
@@ -201,7 +205,8 @@ def active_backend() -> tuple[str, str]:
         return "pillow", f"${BACKEND_ENV}=pillow"
     state = native_state()
     if state.library is not None:
-        return "native", f"C kernel via ctypes ({state.library._name})"
+        path = "AVX2" if state.simd else "portable C"
+        return "native", f"C kernel ({path}) via ctypes: {state.library._name}"
     if requested == "native":
         raise AFSDError(f"${BACKEND_ENV}=native but the native resize is unavailable: {state.error}")
     return "pillow", f"native resize unavailable: {state.error}"

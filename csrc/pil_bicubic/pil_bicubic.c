@@ -31,30 +31,26 @@ static inline uint8_t clip8(int32_t value) {
 }
 
 /* out[j] = clip8(2^21 + sum_t lines[t * stride + j] * k[t]) for j < len: the one arithmetic
- * kernel of both passes. Blocks of BLOCK lanes keep their sums in registers across the taps. */
+ * kernel of both passes. Blocks of up to BLOCK lanes keep their sums in registers across the taps
+ * (full blocks are inlined with a constant width, so they vectorise). */
 #define BLOCK 64
-static void weighted_sum_portable(const uint8_t *lines, long stride, const int32_t *k, int count, long len,
-                                  uint8_t *out, int32_t *acc) {
-    long j0 = 0;
-    for (; j0 + BLOCK <= len; j0 += BLOCK) {
-        int32_t sum[BLOCK];
-        for (int i = 0; i < BLOCK; i++) sum[i] = 1 << (PRECISION_BITS - 1);
-        for (int t = 0; t < count; t++) {
-            const uint8_t *line = lines + t * stride + j0;
-            const int32_t weight = k[t];
-            for (int i = 0; i < BLOCK; i++) sum[i] += (int32_t)line[i] * weight;
-        }
-        for (int i = 0; i < BLOCK; i++) out[j0 + i] = clip8(sum[i]);
-    }
-    const long rest = len - j0;
-    if (rest <= 0) return;
-    for (long i = 0; i < rest; i++) acc[i] = 1 << (PRECISION_BITS - 1);
+static inline __attribute__((always_inline)) void sum_block(const uint8_t *lines, long stride, const int32_t *k,
+                                                            int count, int width, uint8_t *out) {
+    int32_t sum[BLOCK];
+    for (int i = 0; i < width; i++) sum[i] = 1 << (PRECISION_BITS - 1);
     for (int t = 0; t < count; t++) {
-        const uint8_t *line = lines + t * stride + j0;
+        const uint8_t *line = lines + t * stride;
         const int32_t weight = k[t];
-        for (long i = 0; i < rest; i++) acc[i] += (int32_t)line[i] * weight;
+        for (int i = 0; i < width; i++) sum[i] += (int32_t)line[i] * weight;
     }
-    for (long i = 0; i < rest; i++) out[j0 + i] = clip8(acc[i]);
+    for (int i = 0; i < width; i++) out[i] = clip8(sum[i]);
+}
+
+static void weighted_sum_portable(const uint8_t *lines, long stride, const int32_t *k, int count, long len,
+                                  uint8_t *out) {
+    long j = 0;
+    for (; j + BLOCK <= len; j += BLOCK) sum_block(lines + j, stride, k, count, BLOCK, out + j);
+    if (j < len) sum_block(lines + j, stride, k, count, (int)(len - j), out + j);
 }
 
 #if AFSD_HAVE_AVX2_PATH
@@ -66,7 +62,7 @@ __attribute__((target("avx2"))) static inline __m256i load8(const uint8_t *p) {
 /* The same sums with AVX2: 32 lanes per block in four registers; the clamp to 0..255 is the
  * saturation of the two packs (values after the shift are within -512..511). */
 __attribute__((target("avx2"))) static void weighted_sum_avx2(const uint8_t *lines, long stride, const int32_t *k,
-                                                              int count, long len, uint8_t *out, int32_t *acc) {
+                                                              int count, long len, uint8_t *out) {
     const __m256i half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     long j = 0;
@@ -85,25 +81,35 @@ __attribute__((target("avx2"))) static void weighted_sum_avx2(const uint8_t *lin
         /* packs interleave 128-bit halves; the permute restores lane order */
         _mm256_storeu_si256((__m256i *)(out + j), _mm256_permutevar8x32_epi32(_mm256_packus_epi16(s01, s23), order));
     }
-    if (j < len) weighted_sum_portable(lines + j, stride, k, count, len - j, out + j, acc);
+    if (j < len) weighted_sum_portable(lines + j, stride, k, count, len - j, out + j);
 }
 #endif
 
-typedef void (*weighted_sum_fn)(const uint8_t *, long, const int32_t *, int, long, uint8_t *, int32_t *);
+typedef void (*weighted_sum_fn)(const uint8_t *, long, const int32_t *, int, long, uint8_t *);
+
+static weighted_sum_fn chosen_sum = 0; /* a benign race: every thread stores the same pointer */
+static int simd_allowed = 1;
 
 static weighted_sum_fn pick_weighted_sum(void) {
 #if AFSD_HAVE_AVX2_PATH
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2")) return weighted_sum_avx2;
+    if (simd_allowed && __builtin_cpu_supports("avx2")) return weighted_sum_avx2;
 #endif
     return weighted_sum_portable;
 }
 
+/* Allow (1) or forbid (0) the SIMD path, e.g. to test the portable one; returns 1 when the SIMD
+ * path is now in use. */
+int afsd_resize_simd(int allow) {
+    simd_allowed = allow;
+    chosen_sum = pick_weighted_sum();
+    return chosen_sum != weighted_sum_portable;
+}
+
 static inline void weighted_sum(const uint8_t *lines, long stride, const int32_t *k, int count, long len,
-                                uint8_t *out, int32_t *acc) {
-    static weighted_sum_fn chosen = 0; /* a benign race: every thread stores the same pointer */
-    if (!chosen) chosen = pick_weighted_sum();
-    chosen(lines, stride, k, count, len, out, acc);
+                                uint8_t *out) {
+    if (!chosen_sum) chosen_sum = pick_weighted_sum();
+    chosen_sum(lines, stride, k, count, len, out);
 }
 
 /* Vertical pass: dst row o = sum_t src row (bounds[2o] - offset + t) * k[o][t], rows of `len`
@@ -111,12 +117,12 @@ static inline void weighted_sum(const uint8_t *lines, long stride, const int32_t
  * when there is no horizontal pass, which otherwise does the reversal for free). */
 static void vertical_pass(const uint8_t *src, long src_stride, int len, int channels, uint8_t *dst,
                           long dst_stride, int out_rows, const int32_t *bounds, int offset,
-                          const int32_t *kk, int ksize, int reverse, int32_t *acc) {
+                          const int32_t *kk, int ksize, int reverse) {
     for (int o = 0; o < out_rows; o++) {
         const int first = bounds[2 * o] - offset, count = bounds[2 * o + 1];
         const int32_t *k = kk + (long)o * ksize;
         uint8_t *out = dst + (long)o * dst_stride;
-        weighted_sum(src + (long)first * src_stride, src_stride, k, count, len, out, acc);
+        weighted_sum(src + (long)first * src_stride, src_stride, k, count, len, out);
         if (reverse && channels > 1) {
             for (int j = 0; j < len; j += channels)
                 for (int a = 0, b = channels - 1; a < b; a++, b--) {
@@ -217,7 +223,7 @@ static inline void transpose_out_rgb(const uint8_t *out_columns, int rows, int o
 static inline __attribute__((always_inline)) void horizontal_pass_impl(
     const uint8_t *src, long src_stride, int rows, int width, const int channels, uint8_t *dst,
     long dst_stride, int out_w, const int32_t *bounds, const int32_t *kk, int ksize, int reverse,
-    uint8_t *columns, uint8_t *out_columns, int32_t *acc) {
+    uint8_t *columns, uint8_t *out_columns) {
     const long column_len = (long)rows * channels;
     if (channels == 3) {
         transpose_in_rgb(src, src_stride, rows, width, columns);
@@ -230,7 +236,7 @@ static inline __attribute__((always_inline)) void horizontal_pass_impl(
     for (int o = 0; o < out_w; o++) {
         const int first = bounds[2 * o], count = bounds[2 * o + 1];
         weighted_sum(columns + (long)first * column_len, column_len, kk + (long)o * ksize, count, column_len,
-                     out_columns + (long)o * column_len, acc);
+                     out_columns + (long)o * column_len);
     }
     if (channels == 3) {
         transpose_out_rgb(out_columns, rows, out_w, dst, dst_stride, reverse);
@@ -246,16 +252,16 @@ static inline __attribute__((always_inline)) void horizontal_pass_impl(
 static void horizontal_pass(const uint8_t *src, long src_stride, int rows, int width, int channels,
                             uint8_t *dst, long dst_stride, int out_w, const int32_t *bounds,
                             const int32_t *kk, int ksize, int reverse, uint8_t *columns,
-                            uint8_t *out_columns, int32_t *acc) {
+                            uint8_t *out_columns) {
     if (channels == 3)
         horizontal_pass_impl(src, src_stride, rows, width, 3, dst, dst_stride, out_w, bounds, kk, ksize, reverse,
-                             columns, out_columns, acc);
+                             columns, out_columns);
     else if (channels == 1)
         horizontal_pass_impl(src, src_stride, rows, width, 1, dst, dst_stride, out_w, bounds, kk, ksize, 0,
-                             columns, out_columns, acc);
+                             columns, out_columns);
     else
         horizontal_pass_impl(src, src_stride, rows, width, channels, dst, dst_stride, out_w, bounds, kk, ksize,
-                             reverse, columns, out_columns, acc);
+                             reverse, columns, out_columns);
 }
 
 /* Bytes of workspace afsd_resize_u8 needs (the caller allocates it once and reuses it). */
@@ -263,9 +269,8 @@ long afsd_resize_workspace(int height, int width, int channels, int out_h, int o
     const long c = channels;
     const long rows = height > out_h ? height : out_h;
     const long widest = width > out_w ? width : out_w;
-    const long acc = 4 * c * (rows > widest ? rows : widest);
-    /* columns + result columns + intermediate image + accumulators, each 64-byte aligned */
-    return (long)width * rows * c + (long)out_w * rows * c + rows * widest * c + acc + 4 * 64;
+    /* columns + result columns + intermediate image, each 64-byte aligned */
+    return (long)width * rows * c + (long)out_w * rows * c + rows * widest * c + 3 * 64;
 }
 
 static uint8_t *align64(uint8_t *p) { return (uint8_t *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
@@ -281,12 +286,10 @@ int afsd_resize_u8(const uint8_t *src, int height, int width, int channels, long
                    long workspace_bytes) {
     const long c = channels;
     const long rows = height > out_h ? height : out_h;
-    const long widest = width > out_w ? width : out_w;
     if (workspace_bytes < afsd_resize_workspace(height, width, channels, out_h, out_w)) return -1;
     uint8_t *columns = align64(workspace);
     uint8_t *out_columns = align64(columns + (long)width * rows * c);
     uint8_t *middle = align64(out_columns + (long)out_w * rows * c);
-    int32_t *acc = (int32_t *)align64(middle + rows * widest * c);
     const long dst_stride = (long)out_w * c;
 
     if (!need_h && !need_v) {
@@ -298,27 +301,27 @@ int afsd_resize_u8(const uint8_t *src, int height, int width, int channels, long
     }
     if (!need_v) {
         horizontal_pass(src, src_stride, height, width, channels, dst, dst_stride, out_w, xbounds, xk,
-                        xksize, reverse, columns, out_columns, acc);
+                        xksize, reverse, columns, out_columns);
         return 0;
     }
     if (!need_h) {
         vertical_pass(src, src_stride, (int)(width * c), channels, dst, dst_stride, out_h, ybounds, 0, yk,
-                      yksize, reverse, acc);
+                      yksize, reverse);
         return 0;
     }
     if (vertical_first) {
         vertical_pass(src, src_stride, (int)(width * c), channels, middle, width * c, out_h, ybounds, 0, yk,
-                      yksize, 0, acc);
+                      yksize, 0);
         horizontal_pass(middle, width * c, out_h, width, channels, dst, dst_stride, out_w, xbounds, xk,
-                        xksize, reverse, columns, out_columns, acc);
+                        xksize, reverse, columns, out_columns);
     } else {
         /* Only the rows the vertical pass reads go through the horizontal pass (as in Pillow). */
         const int first = ybounds[0];
         const int last = ybounds[2 * out_h - 2] + ybounds[2 * out_h - 1];
         horizontal_pass(src + (long)first * src_stride, src_stride, last - first, width, channels, middle,
-                        out_w * c, out_w, xbounds, xk, xksize, reverse, columns, out_columns, acc);
+                        out_w * c, out_w, xbounds, xk, xksize, reverse, columns, out_columns);
         vertical_pass(middle, out_w * c, (int)(out_w * c), channels, dst, dst_stride, out_h, ybounds, first,
-                      yk, yksize, 0, acc);
+                      yk, yksize, 0);
     }
     return 0;
 }
