@@ -121,19 +121,26 @@ def resize_table(path: Path, repeat: int) -> list[tuple[str, float, float, float
             frames.append(frame)
         index += 1
     capture.release()
-    resizers = {
-        "pil-bicubic, native kernel (default)": BicubicResizer(112, 112, reverse_channels=True, backend="native"),
-        "pil-bicubic, Pillow": BicubicResizer(112, 112, reverse_channels=True, backend="pillow"),
-        "cv2-area": make_resizer("cv2-area"),
-        "cv2-cubic": make_resizer("cv2-cubic"),
-    }
-    reference = np.stack([resizers["pil-bicubic, Pillow"](f) for f in frames]).astype(np.int16)
+    from afsd_cli.data.resample import native_state
+
+    native = BicubicResizer(112, 112, reverse_channels=True, backend="native")
+    library = native_state().library
+    resizers = [  # (name, resize, SIMD path allowed)
+        ("pil-bicubic, native kernel (default)", native, True),
+        ("pil-bicubic, native kernel, portable loops (no AVX2)", native, False),
+        ("pil-bicubic, Pillow", BicubicResizer(112, 112, reverse_channels=True, backend="pillow"), True),
+        ("cv2-area", make_resizer("cv2-area"), True),
+        ("cv2-cubic", make_resizer("cv2-cubic"), True),
+    ]
+    reference = np.stack([resizers[2][1](f) for f in frames]).astype(np.int16)
     rows = []
-    for name, resize in resizers.items():
+    for name, resize, simd in resizers:
+        library.afsd_resize_simd(int(simd))
         _, cpu = best_of(repeat, lambda: [resize(f) for f in frames])
         diff = np.abs(np.stack([resize(f) for f in frames]).astype(np.int16) - reference)
         rows.append((name, float(diff.mean()), float(diff.max()), float((diff > 2).mean() * 100),
                      cpu / len(frames) * 1e3))
+    library.afsd_resize_simd(1)
     return rows
 
 

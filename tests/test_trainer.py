@@ -115,6 +115,49 @@ def test_non_finite_loss_names_step_and_term(tmp_path, monkeypatch):
     assert len(skipped) == 1 and _metrics(tmp_path / "run2")[0]["skipped_steps"] == "1"
 
 
+class _CalibratingScaler:
+    """Stands in for the CUDA-only fp16 GradScaler: like the real one, it drops the optimiser step
+    and halves its scale while the (scaled) gradients overflow, here on the first two steps."""
+
+    def __init__(self, device, enabled=True):
+        self.current, self.calls = 65536.0, 0
+
+    def is_enabled(self):
+        return True
+
+    def get_scale(self):
+        return self.current
+
+    def scale(self, loss):
+        return loss
+
+    def unscale_(self, optimizer):
+        pass
+
+    def step(self, optimizer):
+        self.calls += 1
+        if self.calls > 2:
+            optimizer.step()
+
+    def update(self):
+        if self.calls <= 2:
+            self.current /= 2
+
+    def state_dict(self):
+        return {"scale": self.current}
+
+    def load_state_dict(self, state):
+        self.current = state["scale"]
+
+
+def test_gradient_scaler_skips_are_counted(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path, ["training.ssl=0"], max_epoch=1)
+    monkeypatch.setattr(torch.amp, "GradScaler", _CalibratingScaler)
+    train(cfg, tmp_path / "run", options=TrainOptions(device="cpu", max_steps_per_epoch=4))
+    row = _metrics(tmp_path / "run")[0]
+    assert row["steps"] == "4" and row["amp_skipped_steps"] == "2"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -113,6 +113,12 @@ def _run(cfg, run_dir, resume: bool, device: str, amp: Optional[str], workers: O
         extra = "" if val is None or val != val else f", validation mAP {val:.4f}"
         console.print(f"epoch {row['epoch']}: {row['seconds']:.1f} s, {row['frames_per_second']:.3g} frames/s{extra}",
                       highlight=False)
+    amp_skipped = sum(int(row.get("amp_skipped_steps", 0)) for row in result.epochs)
+    if amp_skipped:
+        steps = sum(int(row.get("steps", 0)) for row in result.epochs)
+        console.print(f"fp16: the gradient scaler skipped {amp_skipped} of {steps} optimiser steps (inf/NaN "
+                      "gradients; it starts at scale 65536 and lowers it on the first steps, so a few are "
+                      "normal; many mean fp16 overflows: use --amp bf16)", highlight=False, soft_wrap=True)
     console.print(f"run folder: {result.run_dir}", soft_wrap=True, highlight=False, markup=False)
     last = result.epochs[-1]["epoch"] if result.epochs else None
     if last is not None:

@@ -42,8 +42,9 @@ from afsd_cli.errors import ConfigError, TrainingError
 
 Callback = Callable[[dict[str, Any]], None]
 
-METRIC_COLUMNS = ("epoch", "total", *TERM_NAMES, "steps", "skipped_steps", "lr_backbone", "lr_head",
-                  "seconds", "frames_per_second", "val_map")
+METRIC_COLUMNS = ("epoch", "total", *TERM_NAMES, "steps", "skipped_steps", "amp_skipped_steps", "lr_backbone",
+                  "lr_head", "seconds", "frames_per_second", "val_map")
+INT_COLUMNS = ("epoch", "steps", "skipped_steps", "amp_skipped_steps")
 STATE_DIR = "training"
 
 
@@ -304,7 +305,7 @@ def _read_metrics(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         if int(row["epoch"]) <= upto_epoch:
-            out.append({k: (int(v) if k in ("epoch", "steps", "skipped_steps") else float(v)) for k, v in row.items()
+            out.append({k: (int(v) if k in INT_COLUMNS else float(v)) for k, v in row.items()
                         if v not in ("", None)})
     return out
 
@@ -495,6 +496,7 @@ def train(
             emit({"kind": "epoch_start", "epoch": epoch, "max_epoch": max_epoch, "steps": steps_per_epoch})
             step_rows: list[dict[str, float]] = []
             skipped = 0
+            amp_skipped = 0  # optimiser steps the fp16 GradScaler dropped (inf/NaN gradients)
             started = time.perf_counter()
             for step, batch in enumerate(loader, start=1):
                 if step > steps_per_epoch:
@@ -524,8 +526,13 @@ def train(
                 if grad_clip > 0:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                scale = scaler.get_scale() if scaler.is_enabled() else None
                 scaler.step(optimizer)
                 scaler.update()
+                # The scaler lowers its scale exactly when it found inf/NaN gradients and skipped
+                # the optimiser step (it starts at 2**16 and calibrates down on the first steps).
+                if scale is not None and scaler.get_scale() < scale:
+                    amp_skipped += 1
                 values = {name: float(weighted[name].detach()) for name in TERM_NAMES}
                 values["total"] = float(total.detach())
                 step_rows.append(values)
@@ -535,7 +542,7 @@ def train(
             row: dict[str, Any] = {"epoch": epoch, "total": _mean(step_rows, "total")}
             row.update({name: _mean(step_rows, name) for name in TERM_NAMES})
             row.update({
-                "steps": done, "skipped_steps": skipped,
+                "steps": done, "skipped_steps": skipped, "amp_skipped_steps": amp_skipped,
                 "lr_backbone": optimizer.param_groups[0]["lr"], "lr_head": optimizer.param_groups[1]["lr"],
                 "seconds": seconds,
                 "frames_per_second": done * int(training.batch_size) * ctx.world_size * clip_frames / max(seconds, 1e-9),
