@@ -24,7 +24,8 @@ from pathlib import Path
 
 SOURCES_ENV = "AFSD_CSRC_DIR"
 CACHE_ENV = "AFSD_CACHE_DIR"
-CFLAGS = ("-O3", "-shared", "-fPIC")
+# -ffp-contract=off: float code must round like the NumPy/PyTorch reference (no fused multiply-add)
+CFLAGS = ("-O3", "-ffp-contract=off", "-shared", "-fPIC")
 
 
 class NativeBuildError(RuntimeError):

@@ -20,7 +20,7 @@ def test_checks_reports_versions_backends_and_passes():
     result = runner.invoke(app, ["checks", "--repeats", "1"])
     assert result.exit_code == 0, result.output
     for expected in ("torch", torch.__version__, "numpy", "opencv", "cuDNN", "reference", "cpp", "pass",
-                     "All loaded backends agree", "Frame resize", "installed Pillow"):
+                     "All loaded backends agree", "frame resize", "installed Pillow", "soft-NMS"):
         assert expected in result.output
     assert "FAIL" not in result.output
 

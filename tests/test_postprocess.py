@@ -187,3 +187,60 @@ def test_clip_to_video_and_anet_relabel():
     relabelled = relabel_with_classifier(plain, "Long jump", 0.5, duration=12.0)
     assert all(d["label"] == "Long jump" and d["segment"][1] <= 12.0 for d in relabelled)
     assert relabelled[0]["score"] == pytest.approx(plain[0]["score"] * 0.5)
+
+
+@pytest.fixture
+def native_soft_nms():
+    from afsd_cli.engine import postprocess
+
+    if postprocess._native_soft_nms_library() is None:
+        pytest.skip(f"native soft-NMS unavailable: {postprocess._native_nms[1]}")
+    return postprocess
+
+
+def _awkward_candidates(n: int, seed: int) -> np.ndarray:
+    """Random rows plus exact ties, duplicates, zero-length, reversed and NaN segments."""
+    rows = random_candidates(n, seed).numpy()
+    rows[5] = rows[3]  # an exact duplicate
+    rows[7, 2] = rows[2, 2]  # a tie in score
+    rows[11, 1] = rows[11, 0]  # zero length
+    rows[13, :2] = rows[13, 1::-1]  # end before start
+    rows[17, 0] = np.nan  # a malformed segment: its score becomes NaN and it is dropped
+    return rows
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("emit_last", [False, True])
+def test_native_soft_nms_equals_numpy_and_torch(native_soft_nms, seed, emit_last):
+    rows = _awkward_candidates(400, seed)
+    for top_k, threshold in ((5000, 0.001), (40, 0.001), (5000, 0.05)):
+        native = native_soft_nms.soft_nms(rows, 0.5, top_k, threshold, emit_last)
+        numpy_ = native_soft_nms.soft_nms_numpy(rows, 0.5, top_k, threshold, emit_last)
+        exact = native_soft_nms.soft_nms_torch(torch.from_numpy(rows), 0.5, top_k, threshold, emit_last).numpy()
+        assert native.shape == exact.shape == numpy_.shape and len(native) > 10
+        np.testing.assert_array_equal(native[:, :2], exact[:, :2])  # the same rows kept, in order
+        np.testing.assert_allclose(native[:, 2], exact[:, 2], rtol=1e-6)  # exp within an ulp or so
+        np.testing.assert_allclose(native[:, 2], numpy_[:, 2], rtol=1e-6)
+
+
+def test_native_soft_nms_edge_cases(native_soft_nms):
+    nms = native_soft_nms.soft_nms
+    assert nms(np.zeros((0, 3), np.float32)).shape == (0, 3)
+    single = np.array([[1.0, 2.0, 0.9]], np.float32)
+    assert nms(single).shape == (0, 3) and nms(single, emit_last=True).tolist() == [[1.0, 2.0, pytest.approx(0.9)]]
+    disjoint = np.array([[0, 1, 0.5], [2, 3, 0.7], [4, 5, 0.6]], np.float32)  # scores untouched
+    np.testing.assert_array_equal(nms(disjoint, emit_last=True), disjoint)
+    assert nms(disjoint, top_k=0).shape == (0, 3)
+
+
+def test_soft_nms_backend_switch(monkeypatch):
+    from afsd_cli.engine import postprocess
+    from afsd_cli.errors import AFSDError
+
+    monkeypatch.setenv(postprocess.SOFTNMS_BACKEND_ENV, "numpy")
+    assert postprocess.soft_nms_backend()[0] == "numpy"
+    rows = random_candidates(100, 4).numpy()
+    np.testing.assert_array_equal(postprocess.soft_nms(rows), postprocess.soft_nms_numpy(rows))
+    monkeypatch.setenv(postprocess.SOFTNMS_BACKEND_ENV, "fast")
+    with pytest.raises(AFSDError, match="AFSD_SOFTNMS_BACKEND"):
+        postprocess.soft_nms(rows)

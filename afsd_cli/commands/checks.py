@@ -67,6 +67,15 @@ def _resize_row() -> tuple[str, str]:
     return backend, f"{detail}; installed Pillow: {order}"
 
 
+def _soft_nms_row() -> tuple[str, str]:
+    from afsd_cli.engine.postprocess import soft_nms_backend
+
+    try:
+        return soft_nms_backend()
+    except Exception as exc:  # noqa: BLE001 - a misconfigured backend is reported, not fatal here
+        return "error", str(exc)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("checks")
     @handle_errors
@@ -91,9 +100,13 @@ def register(app: typer.Typer) -> None:
             table.add_row(name, value)
         console.print(table)
 
-        table = Table(title="Frame resize (pil-bicubic, the official resampling)", show_header=False)
-        with console.status("Loading the native resize (compiled on the first run, < 1 s)..."):
-            table.add_row(*_resize_row())
+        table = Table(title="Native C helpers (compiled on first use; Python fallbacks otherwise)")
+        table.add_column("what")
+        table.add_column("backend")
+        table.add_column("detail", overflow="fold")
+        with console.status("Loading the native helpers (compiled on the first run, ~1 s)..."):
+            table.add_row("frame resize (pil-bicubic)", *_resize_row())
+            table.add_row("soft-NMS", *_soft_nms_row())
         console.print(table)
 
         with console.status("Loading boundary_max_pool kernels (compiled on the first run, ~20-60 s)..."):
