@@ -68,7 +68,7 @@ def time_steps(preset: str, device: torch.device, amp: str, steps: int, batch_si
     batch = make_batch(clip_length, crop, classes, batch_size)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    times, dropped = [], 0
     for step in range(steps + 1):  # the first step warms up (allocator, kernels)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -77,8 +77,11 @@ def time_steps(preset: str, device: torch.device, amp: str, steps: int, batch_si
         total = weighted_total(terms, settings)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
+        scale = scaler.get_scale() if scaler.is_enabled() else None
         scaler.step(optimizer)
         scaler.update()
+        # fp16: the scaler lowers its scale exactly when it dropped the step (inf/NaN gradients)
+        dropped += int(scale is not None and scaler.get_scale() < scale)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if step:
@@ -88,7 +91,7 @@ def time_steps(preset: str, device: torch.device, amp: str, steps: int, batch_si
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     return {"preset": preset, "shape": f"{clip_length}x{crop}x{crop}", "amp": amp, "batch": batch_size,
             "steps": steps, "seconds": seconds, "frames_per_second": batch_size * clip_length / seconds,
-            "peak_gib": peak, "loss": float(total.detach())}
+            "peak_gib": peak, "loss": float(total.detach()), "dropped": dropped}
 
 
 def time_dataset(samples: int = 20) -> dict:
@@ -141,13 +144,14 @@ def main() -> None:
     data = time_dataset()
     print(f"Data loading: {data['seconds'] * 1000:.1f} ms per THUMOS14 training sample in one process "
           f"(memory-mapped array, crop, flip, masks, consistency sample; mean of {data['samples']})\n")
-    print(f"| preset | clip | amp | steps | s/step | frames/s | vs fp32 | {memory} | loss |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| preset | clip | amp | steps | s/step | frames/s | vs fp32 | {memory} | loss | steps dropped by the fp16 scaler |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         base = next((r for r in rows if r["preset"] == row["preset"] and r["amp"] == "off"), None)
         ratio = f"{base['seconds'] / row['seconds']:.2f}x" if base else "-"
         print(f"| {row['preset']} | {row['shape']} | {row['amp']} | {row['steps']} | {row['seconds']:.3f} | "
-              f"{row['frames_per_second']:.1f} | {ratio} | {row['peak_gib']:.2f} | {row['loss']:.3f} |")
+              f"{row['frames_per_second']:.1f} | {ratio} | {row['peak_gib']:.2f} | {row['loss']:.3f} | "
+              f"{row['dropped'] if row['amp'] == 'fp16' else '-'} |")
 
 
 if __name__ == "__main__":
