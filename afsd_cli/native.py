@@ -1,9 +1,9 @@
 """Finds the C sources under ``csrc/`` and builds plain-C helper libraries for ``ctypes``.
 
 Two kinds of compiled code live in ``csrc/``: the boundary-max-pooling op (C++/CUDA against
-torch, built by :mod:`afsd_cli.ops.extension`) and small dependency-free C kernels such as the
-Pillow-exact resize (built here with the system C compiler, no torch import, in well under a
-second). Built libraries are cached on disk under a name that hashes the source, the compiler
+torch, built by :mod:`afsd_cli.ops.extension`) and small dependency-free C kernels, the
+Pillow-exact resize and the soft-NMS loop (built here with the system C compiler, no torch
+import, in about a second). Built libraries are cached on disk under a name that hashes the source, the compiler
 and its flags, so later processes (and every joblib worker) just load them. Writes are atomic:
 concurrent builders each compile to a temporary name and rename.
 """
@@ -88,7 +88,8 @@ def build_library(relative_source: str, name: str) -> Path:
     compiler = c_compiler()
     if compiler is None:
         configured = os.environ.get("CC")
-        raise NativeBuildError(f"C compiler $CC={configured!r} not found" if configured else "no C compiler found (set CC)")
+        raise NativeBuildError(f"C compiler $CC={configured!r} not found" if configured
+                               else "no C compiler found (set CC)")
     key = hashlib.sha256()
     key.update(source.read_bytes())
     key.update(repr((compiler, CFLAGS, platform.machine(), sys.platform)).encode())
@@ -109,7 +110,7 @@ def build_library(relative_source: str, name: str) -> Path:
             os.close(handle)
             break
         except OSError as exc:
-            problems.append(f"{folder}: {exc.strerror or exc}" if exc.strerror else str(exc))
+            problems.append(f"{folder}: {exc.strerror}" if exc.strerror else str(exc))
     else:
         raise NativeBuildError(f"no writable build folder ({'; '.join(problems)})")
     target = folder / filename
@@ -117,7 +118,8 @@ def build_library(relative_source: str, name: str) -> Path:
         result = subprocess.run([*compiler, *CFLAGS, "-o", temporary, str(source)], capture_output=True,
                                 text=True, timeout=120)
         if result.returncode != 0:
-            lines = [line for line in result.stderr.splitlines() if "error:" in line.lower()] or result.stderr.splitlines()
+            output = result.stderr.splitlines()
+            lines = [line for line in output if "error:" in line.lower()] or output
             raise NativeBuildError(f"{compiler[0]} failed on {source.name}: {(lines or ['no output'])[0][:300]}")
         os.replace(temporary, target)
     except (OSError, subprocess.SubprocessError) as exc:

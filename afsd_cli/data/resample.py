@@ -5,7 +5,8 @@ This module computes the same integers three ways:
 
 * ``native``: ``csrc/pil_bicubic/pil_bicubic.c`` through ctypes. Same fixed-point arithmetic as
   Pillow, with loops reordered so they vectorise (about 5x faster than Pillow on a 320x240 frame
-  with AVX2, 2x with the portable loops; see benchmarks/results_data.md). Compiled with the system C compiler on first use and cached.
+  with AVX2, 2x with the portable loops; see benchmarks/results_data.md). Compiled with the
+  system C compiler on first use and cached (:mod:`afsd_cli.native`).
 * ``pillow``: Pillow itself (the fallback when no C compiler is available).
 * :func:`resize_reference`: a short NumPy version of the arithmetic, for tests and for probing
   the installed Pillow.
