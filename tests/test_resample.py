@@ -138,6 +138,23 @@ def test_pillow_backend_gives_the_same_frames():
     np.testing.assert_array_equal(pillow, pillow_resize(frame, 112, 112)[:, :, ::-1])
 
 
+@pytest.mark.parametrize("backend", ["native", "pillow"])
+def test_resize_into_a_row_of_an_array(backend):
+    if backend == "native" and resample.native_state().library is None:
+        pytest.skip("native resize unavailable here")
+    rng = np.random.default_rng(6)
+    frames = [random_frame(rng, 180, 320) for _ in range(3)]
+    resizer = resample.BicubicResizer(112, 112, reverse_channels=True, backend=backend)
+    stack = np.zeros((3, 112, 112, 3), np.uint8)
+    for i, frame in enumerate(frames):
+        assert np.shares_memory(resizer.into(frame, stack[i]), stack)
+    np.testing.assert_array_equal(stack, np.stack([pillow_resize(f, 112, 112)[:, :, ::-1] for f in frames]))
+    with pytest.raises(ValueError, match="C-contiguous uint8"):
+        resizer.into(frames[0], np.zeros((112, 112, 3), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous uint8"):
+        resizer.into(frames[0], np.zeros((112, 113, 3), np.uint8))
+
+
 def test_resizer_rejects_non_frames():
     resizer = resample.BicubicResizer(112, 112, backend="pillow")
     with pytest.raises(ValueError, match="uint8"):

@@ -237,13 +237,31 @@ class BicubicResizer:
         self._plans: dict[tuple[int, int, int], tuple] = {}
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
+        frame = self._check(frame)
+        return self.into(frame, np.empty(self.output_shape(frame), np.uint8))
+
+    def output_shape(self, frame: np.ndarray) -> tuple[int, int, int]:
+        return self.height, self.width, frame.shape[2]
+
+    def into(self, frame: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Resize ``frame`` into the C-contiguous uint8 array ``out`` (e.g. a row of a frame
+        array, saving an allocation and a copy per frame); returns ``out``."""
+        frame = self._check(frame)
+        if out.shape != self.output_shape(frame) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise ValueError(f"output must be a C-contiguous uint8 {self.output_shape(frame)} array, "
+                             f"got {out.dtype} {out.shape}")
+        if self.backend == "native":
+            state = native_state()
+            return self._native_resize(frame, state.library, state.rule, out)
+        out[...] = self._pillow_resize(frame)
+        return out
+
+    @staticmethod
+    def _check(frame: np.ndarray) -> np.ndarray:
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3:
             raise ValueError(f"expected a uint8 [H, W, C] frame, got {frame.dtype} {frame.shape}")
-        if self.backend == "native":
-            state = native_state()
-            return self._native_resize(frame, state.library, state.rule)
-        return self._pillow_resize(frame)
+        return frame
 
     def _pillow_resize(self, frame: np.ndarray) -> np.ndarray:
         from PIL import Image
@@ -254,7 +272,8 @@ class BicubicResizer:
             self.height, self.width, channels)
         return out[:, :, ::-1] if self.reverse_channels else out
 
-    def _native_resize(self, frame: np.ndarray, library: ctypes.CDLL, rule: bool) -> np.ndarray:
+    def _native_resize(self, frame: np.ndarray, library: ctypes.CDLL, rule: bool,
+                       out: np.ndarray | None = None) -> np.ndarray:
         height, width, channels = frame.shape
         if frame.strides[1:] != (channels, 1):
             frame = np.ascontiguousarray(frame)
@@ -271,7 +290,8 @@ class BicubicResizer:
                     workspace.ctypes.data)
             self._plans[(height, width, channels)] = plan
         xbounds, xtaps, ybounds, ytaps, workspace, first, xb, xk, yb, yk, ws = plan
-        out = np.empty((self.height, self.width, channels), np.uint8)
+        if out is None:
+            out = np.empty((self.height, self.width, channels), np.uint8)
         status = library.afsd_resize_u8(
             frame.ctypes.data, height, width, channels, frame.strides[0], out.ctypes.data, self.height,
             self.width, int(self.reverse_channels), int(width != self.width), int(height != self.height),

@@ -175,15 +175,19 @@ class _FrameBuffer:
         self.data: np.ndarray | None = None
         self.n = 0
 
-    def append(self, frame: np.ndarray) -> None:
+    def next_slot(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The (uninitialised) row the next frame goes to; it counts as appended."""
         if self.data is None:
-            self.data = np.empty((self.estimate,) + frame.shape, np.uint8)
+            self.data = np.empty((self.estimate,) + tuple(shape), np.uint8)
         elif self.n == self.data.shape[0]:
             grown = np.empty((self.n * 2,) + self.data.shape[1:], np.uint8)
             grown[: self.n] = self.data[: self.n]
             self.data = grown
-        self.data[self.n] = frame
         self.n += 1
+        return self.data[self.n - 1]
+
+    def append(self, frame: np.ndarray) -> None:
+        self.next_slot(frame.shape)[...] = frame
 
     def result(self) -> np.ndarray:
         if self.data is None:
@@ -247,7 +251,10 @@ def _decode(path: Path, keep: Callable[[int], bool], estimate: int, resize, thre
             ok, frame = capture.retrieve()
             if not ok or frame is None:
                 raise InputError(f"cannot retrieve decoded frame {index}", path)
-            buffer.append(resize(frame))
+            if hasattr(resize, "into"):  # straight into the array (no per-frame allocation + copy)
+                resize.into(frame, buffer.next_slot(resize.output_shape(frame)))
+            else:
+                buffer.append(resize(frame))
             kept.append(index)
     finally:
         capture.release()
