@@ -137,3 +137,16 @@ def anet_classifier(class_names: list[str], seed: int = ANET_CLASSIFIER_SEED) ->
         scores = rng.dirichlet(np.full(len(class_names), 0.2))
         results[name[2:]] = [round(float(s), 6) for s in scores]
     return {"results": results, "class": list(class_names)}
+
+
+def assert_same_detections(ours: dict, theirs: dict) -> None:
+    """Our detections per video against an official results file: same videos in the same order,
+    same counts, labels and order, scores and segments within float tolerance."""
+    assert list(ours) == list(theirs["results"])
+    for video, expected in theirs["results"].items():
+        got = ours[video]
+        assert len(got) == len(expected), video
+        assert [d["label"] for d in got] == [d["label"] for d in expected], video
+        got_num = np.array([[d["score"], *d["segment"]] for d in got])
+        exp_num = np.array([[d["score"], *d["segment"]] for d in expected])
+        np.testing.assert_allclose(got_num, exp_num, rtol=1e-5, atol=1e-6, err_msg=video)

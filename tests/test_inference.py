@@ -76,17 +76,6 @@ def official(mode: str) -> dict:
         return json.load(handle)
 
 
-def assert_same_detections(ours: dict, theirs: dict) -> None:
-    assert list(ours) == list(theirs["results"])  # same videos, same order
-    for video, expected in theirs["results"].items():
-        got = ours[video]
-        assert len(got) == len(expected), video
-        assert [d["label"] for d in got] == [d["label"] for d in expected], video
-        got_num = np.array([[d["score"], *d["segment"]] for d in got])
-        exp_num = np.array([[d["score"], *d["segment"]] for d in expected])
-        np.testing.assert_allclose(got_num, exp_num, rtol=1e-5, atol=1e-6, err_msg=video)
-
-
 @pytest.mark.parametrize("mode", ["rgb", "flow", "fusion"])
 def test_thumos14_detections_equal_the_official_implementation(parity_models, mode):
     rgb, flow = parity_models
@@ -96,7 +85,7 @@ def test_thumos14_detections_equal_the_official_implementation(parity_models, mo
     results = list(predictor.run(parity_jobs([m.spec.in_channels for m in models])))
     assert [r.windows for r in results] == [1, 3]  # zero-padded short video; strided + tail windows
     assert all(r.error is None for r in results)
-    assert_same_detections({r.key: r.detections for r in results}, official(mode))
+    P.assert_same_detections({r.key: r.detections for r in results}, official(mode))
     assert all(m.calls <= 4 for m in models)  # each window ran through each network once
 
 

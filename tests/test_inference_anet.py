@@ -72,17 +72,6 @@ def official(mode: str) -> dict:
         return json.load(handle)
 
 
-def assert_same_detections(ours: dict, theirs: dict) -> None:
-    assert list(ours) == list(theirs["results"])  # same videos (no "v_"), same order
-    for video, expected in theirs["results"].items():
-        got = ours[video]
-        assert len(got) == len(expected), video
-        assert [d["label"] for d in got] == [d["label"] for d in expected], video
-        got_num = np.array([[d["score"], *d["segment"]] for d in got])
-        exp_num = np.array([[d["score"], *d["segment"]] for d in expected])
-        np.testing.assert_allclose(got_num, exp_num, rtol=1e-5, atol=1e-6, err_msg=video)
-
-
 @pytest.mark.parametrize("mode", ["rgb", "fusion"])
 def test_anet_detections_equal_the_official_implementation(anet_inputs, mode):
     root = anet_inputs
@@ -102,7 +91,7 @@ def test_anet_detections_equal_the_official_implementation(anet_inputs, mode):
     assert [r.windows for r in results] == [1, 1]  # one window at offset 0: padded / truncated
     expected = official(mode)
     assert expected["version"] == plan.version
-    assert_same_detections({r.key: r.detections for r in results}, expected)
+    P.assert_same_detections({r.key: r.detections for r in results}, expected)
     # the inputs exercise what they are meant to: detections clipped at the short video's end
     short_id, _, _, duration = P.ANET_VIDEOS[0]
     ends = [d["segment"][1] for d in expected["results"][short_id[2:]]]
