@@ -11,6 +11,7 @@ concurrent builders each compile to a temporary name and rename.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -137,3 +138,12 @@ def load_library(relative_source: str, name: str) -> ctypes.CDLL:
         return ctypes.CDLL(str(path))
     except OSError as exc:
         raise NativeBuildError(f"cannot load {path}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def try_load_library(relative_source: str, name: str) -> tuple[ctypes.CDLL | None, str | None]:
+    """:func:`load_library` once per process: ``(library, None)`` or ``(None, why not)``."""
+    try:
+        return load_library(relative_source, name), None
+    except NativeBuildError as exc:
+        return None, str(exc)

@@ -193,8 +193,9 @@ def test_clip_to_video_and_anet_relabel():
 def native_soft_nms():
     from afsd_cli.engine import postprocess
 
-    if postprocess._native_soft_nms_library() is None:
-        pytest.skip(f"native soft-NMS unavailable: {postprocess._native_nms[1]}")
+    library, error = postprocess._native_soft_nms()
+    if library is None:
+        pytest.skip(f"native soft-NMS unavailable: {error}")
     return postprocess
 
 

@@ -56,22 +56,17 @@ def _device_rows() -> list[tuple[str, str]]:
     return rows
 
 
-def _resize_row() -> tuple[str, str]:
+def _resize_backend() -> tuple[str, str]:
     from afsd_cli.data.resample import active_backend, pillow_pass_rule
 
-    try:
-        backend, detail = active_backend()
-    except Exception as exc:  # noqa: BLE001 - a misconfigured backend is reported, not fatal here
-        return "error", str(exc)
+    backend, detail = active_backend()
     order = "vertical pass first for tall shrinks" if pillow_pass_rule() else "horizontal pass first"
     return backend, f"{detail}; installed Pillow: {order}"
 
 
-def _soft_nms_row() -> tuple[str, str]:
-    from afsd_cli.engine.postprocess import soft_nms_backend
-
+def _backend_row(describe) -> tuple[str, str]:
     try:
-        return soft_nms_backend()
+        return describe()
     except Exception as exc:  # noqa: BLE001 - a misconfigured backend is reported, not fatal here
         return "error", str(exc)
 
@@ -105,8 +100,10 @@ def register(app: typer.Typer) -> None:
         table.add_column("backend")
         table.add_column("detail", overflow="fold")
         with console.status("Loading the native helpers (compiled on the first run, ~1 s)..."):
-            table.add_row("frame resize (pil-bicubic)", *_resize_row())
-            table.add_row("soft-NMS", *_soft_nms_row())
+            from afsd_cli.engine.postprocess import soft_nms_backend
+
+            table.add_row("frame resize (pil-bicubic)", *_backend_row(_resize_backend))
+            table.add_row("soft-NMS", *_backend_row(soft_nms_backend))
         console.print(table)
 
         with console.status("Loading boundary_max_pool kernels (compiled on the first run, ~20-60 s)..."):

@@ -168,12 +168,10 @@ def native_state(build: bool = True) -> NativeState:
         if _native.attempted or not build:
             return _native
         _native.attempted = True
-        from afsd_cli.native import NativeBuildError, load_library
+        from afsd_cli.native import try_load_library
 
-        try:
-            library = load_library(_SOURCE, "afsd_pil_bicubic")
-        except NativeBuildError as exc:
-            _native.error = str(exc)
+        library, _native.error = try_load_library(_SOURCE, "afsd_pil_bicubic")
+        if library is None:
             return _native
         library.afsd_resize_u8.argtypes = [_P, _I, _I, _I, _L, _P, _I, _I, _I, _I, _I, _I,
                                            _P, _P, _I, _P, _P, _I, _P, _L]
@@ -238,7 +236,7 @@ class BicubicResizer:
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         frame = self._check(frame)
-        return self.into(frame, np.empty(self.output_shape(frame), np.uint8))
+        return self._resize(frame, np.empty(self.output_shape(frame), np.uint8))
 
     def output_shape(self, frame: np.ndarray) -> tuple[int, int, int]:
         return self.height, self.width, frame.shape[2]
@@ -250,6 +248,9 @@ class BicubicResizer:
         if out.shape != self.output_shape(frame) or out.dtype != np.uint8 or not out.flags.c_contiguous:
             raise ValueError(f"output must be a C-contiguous uint8 {self.output_shape(frame)} array, "
                              f"got {out.dtype} {out.shape}")
+        return self._resize(frame, out)
+
+    def _resize(self, frame: np.ndarray, out: np.ndarray) -> np.ndarray:
         if self.backend == "native":
             state = native_state()
             return self._native_resize(frame, state.library, state.rule, out)

@@ -237,6 +237,7 @@ def _decode(path: Path, keep: Callable[[int], bool], estimate: int, resize, thre
     """Decode every native frame; resize those ``keep(i)`` selects. Returns (frames, decoded, kept)."""
     capture = _open(path, threads)
     buffer = _FrameBuffer(estimate)
+    into = getattr(resize, "into", None)  # resizes straight into the array (no allocation + copy)
     kept: list[int] = []
     decoded = 0
     try:
@@ -251,8 +252,8 @@ def _decode(path: Path, keep: Callable[[int], bool], estimate: int, resize, thre
             ok, frame = capture.retrieve()
             if not ok or frame is None:
                 raise InputError(f"cannot retrieve decoded frame {index}", path)
-            if hasattr(resize, "into"):  # straight into the array (no per-frame allocation + copy)
-                resize.into(frame, buffer.next_slot(resize.output_shape(frame)))
+            if into is not None:
+                into(frame, buffer.next_slot(resize.output_shape(frame)))
             else:
                 buffer.append(resize(frame))
             kept.append(index)

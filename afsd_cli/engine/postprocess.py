@@ -18,6 +18,7 @@ Two fixes of official quirks are switches, off by default (``PostprocessSettings
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
@@ -167,31 +168,25 @@ def window_candidates(segments: np.ndarray, scores: np.ndarray, offset: int, sam
 
 
 SOFTNMS_BACKEND_ENV = "AFSD_SOFTNMS_BACKEND"  # auto (native C if it builds, else numpy) | native | numpy
-_native_nms: list = []  # [library or None, why not] once loaded in this process
 
 
-def _native_soft_nms_library():
-    """``csrc/soft_nms/soft_nms.c`` through ctypes, built on first use; None when unavailable."""
-    if not _native_nms:
-        import ctypes
+def _native_soft_nms() -> tuple[Any, str | None]:
+    """``csrc/soft_nms/soft_nms.c`` through ctypes, built on first use: ``(library, None)`` or
+    ``(None, why not)``."""
+    import ctypes
 
-        from afsd_cli.native import NativeBuildError, load_library
+    from afsd_cli.native import try_load_library
 
-        try:
-            library = load_library("soft_nms/soft_nms.c", "afsd_soft_nms")
-            P, I, F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
-            library.afsd_soft_nms.argtypes = [P, P, P, I, F, I, F, I, P, P]
-            library.afsd_soft_nms.restype = I
-            _native_nms[:] = [library, None]
-        except NativeBuildError as exc:
-            _native_nms[:] = [None, str(exc)]
-    return _native_nms[0]
+    library, error = try_load_library("soft_nms/soft_nms.c", "afsd_soft_nms")
+    if library is not None and library.afsd_soft_nms.argtypes is None:  # declared once
+        P, I, F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+        library.afsd_soft_nms.argtypes = [P, P, P, I, F, I, F, I, P, P]
+        library.afsd_soft_nms.restype = I
+    return library, error
 
 
 def soft_nms_backend() -> tuple[str, str]:
     """``(backend, detail)`` that :func:`soft_nms` uses under ``$AFSD_SOFTNMS_BACKEND``."""
-    import os
-
     from afsd_cli.errors import AFSDError
 
     requested = os.environ.get(SOFTNMS_BACKEND_ENV, "auto").strip().lower() or "auto"
@@ -199,12 +194,12 @@ def soft_nms_backend() -> tuple[str, str]:
         raise AFSDError(f"${SOFTNMS_BACKEND_ENV}={requested!r} is not one of auto, native, numpy")
     if requested == "numpy":
         return "numpy", f"${SOFTNMS_BACKEND_ENV}=numpy"
-    library = _native_soft_nms_library()
+    library, error = _native_soft_nms()
     if library is not None:
         return "native", f"C loop via ctypes: {library._name}"
     if requested == "native":
-        raise AFSDError(f"${SOFTNMS_BACKEND_ENV}=native but the native soft-NMS is unavailable: {_native_nms[1]}")
-    return "numpy", f"native soft-NMS unavailable: {_native_nms[1]}"
+        raise AFSDError(f"${SOFTNMS_BACKEND_ENV}=native but the native soft-NMS is unavailable: {error}")
+    return "numpy", f"native soft-NMS unavailable: {error}"
 
 
 def soft_nms(candidates: Any, sigma: float = 0.5, top_k: int = 1000,
@@ -235,7 +230,7 @@ def soft_nms(candidates: Any, sigma: float = 0.5, top_k: int = 1000,
     n = len(score)
     kept = np.empty(max(min(top_k, n), 1), np.int64)
     scratch = np.empty(max(n, 1), np.int32)
-    count = _native_nms[0].afsd_soft_nms(start.ctypes.data, end.ctypes.data, score.ctypes.data, n, sigma,
+    count = _native_soft_nms()[0].afsd_soft_nms(start.ctypes.data, end.ctypes.data, score.ctypes.data, n, sigma,
                                          max(int(top_k), 0), score_threshold, int(emit_last),
                                          kept.ctypes.data, scratch.ctypes.data)
     order = np.sort(kept[:count])
