@@ -117,6 +117,23 @@ def _print_summary(ground_truth, detections, result, requested_subset) -> None:
                       "without annotations in the ground truth")
     if dropped.unknown_label:
         _warn_dropped(dropped.unknown_label, "with", dropped.unknown_labels, "label", "absent from the ground truth")
+    if result.out_of_range.total:
+        _note_out_of_range(result.out_of_range)
+
+
+def _note_out_of_range(out_of_range) -> None:
+    """``note: of the evaluated detections, 2 start before 0 s, 1 ends after its video ...``."""
+    parts = []
+    if out_of_range.negative_start:
+        parts.append(f"{out_of_range.negative_start} start{'s' if out_of_range.negative_start == 1 else ''} before 0 s")
+    if out_of_range.past_end:
+        parts.append(f"{out_of_range.past_end} end{'s' if out_of_range.past_end == 1 else ''} after the video's duration")
+    err_console.print(
+        f"[yellow]note:[/] of the evaluated detections, {' and '.join(parts)}; "
+        "scored as they are, as the official evaluator does",
+        highlight=False,
+        emoji=False,
+    )
 
 
 def _warn_dropped(detections: int, preposition: str, names, noun: str, reason: str) -> None:

@@ -181,7 +181,9 @@ def _overlap_window(rank, pred_start, pred_end, gs, ge, group_first, lo, hi):
     """
     n_groups = group_first.size
     longest = np.maximum.reduceat(ge - gs, group_first)
-    span = 2.0 * (max(float(ge.max()), float(pred_end.max())) + float(longest.max())) + 2.0
+    # From the instances only: detection ends may lie far past the video (even near the float
+    # maximum), and a query beyond its group's band is clipped to the group below anyway.
+    span = 2.0 * (float(ge.max()) + float(longest.max())) + 2.0
     margin = 1e-9 * (n_groups + 1) * span
     gt_rank = np.repeat(np.arange(n_groups), np.diff(np.append(group_first, gs.size)))
     key = gt_rank * span + gs
