@@ -53,12 +53,14 @@ def segment_tiou(pred_start, pred_end, gt_start, gt_end, pred_length=None, gt_le
     ``inter = max(min(ends) - max(starts), 0)``; ``union = (len_gt + len_pred) - inter``.
     Lengths may be passed in when already computed (same values).
     """
-    intersection = np.minimum(pred_end, gt_end)
-    intersection -= np.maximum(pred_start, gt_start)
-    np.maximum(intersection, 0.0, out=intersection)  # what ndarray.clip(0) computes
-    union = gt_end - gt_start if gt_length is None else gt_length.copy()
-    union += pred_end - pred_start if pred_length is None else pred_length
-    union -= intersection
+    # Lengths of detections spanning most of the float range overflow to inf: tIoU 0, as there.
+    with np.errstate(over="ignore"):
+        intersection = np.minimum(pred_end, gt_end)
+        intersection -= np.maximum(pred_start, gt_start)
+        np.maximum(intersection, 0.0, out=intersection)  # what ndarray.clip(0) computes
+        union = gt_end - gt_start if gt_length is None else gt_length.copy()
+        union += pred_end - pred_start if pred_length is None else pred_length
+        union -= intersection
     with np.errstate(invalid="ignore", divide="ignore"):
         intersection /= union
     return intersection
@@ -108,12 +110,14 @@ def match_detections(
     n_pairs = int(count.sum())
     pair_pred = np.repeat(np.arange(n_pred), count)
     pair_gt = np.repeat(lo - first_pair, count) + np.arange(n_pairs)
+    with np.errstate(over="ignore"):
+        pred_length = pred_end - pred_start
     tiou = segment_tiou(
         np.repeat(pred_start, count),
         np.repeat(pred_end, count),
         gs[pair_gt],
         ge[pair_gt],
-        pred_length=np.repeat(pred_end - pred_start, count),
+        pred_length=np.repeat(pred_length, count),
         gt_length=(ge - gs)[pair_gt],
     )
 
