@@ -14,7 +14,7 @@ import string
 from afsd_cli.errors import InputError
 
 #: Longest excerpt of a refused name shown in a message (the file may hold megabytes in one field).
-SHOWN_NAME_CHARS = 60
+SHOWN_NAME_CHARS = 120
 
 
 def name_problem(name: str) -> str | None:

@@ -75,8 +75,9 @@ def read_anet_ground_truth(path: str | Path) -> dict[str, dict]:
     database = data.get("database", data) if isinstance(data, dict) else None
     if not isinstance(database, dict) or not all(isinstance(v, dict) for v in database.values()):
         raise InputError("annotation JSON must map video ids to objects (optionally under `database`)", path)
+    within = "database entry" if database is not data else "entry"
     for number, video in enumerate(database, start=1):
-        check_video_name(video, str(path), f"entry {number}")
+        check_video_name(video, str(path), f"{within} {number}")
     return database
 
 

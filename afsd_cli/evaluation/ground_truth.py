@@ -208,9 +208,9 @@ def _load_csv(path: Path, subset: str | None, dataset: str | None) -> GroundTrut
                 if None in row or any(row[c] is None for c in CSV_COLUMNS):
                     raise InputError(f"line {line}: expected {len(header)} columns", path)
                 video, label = row["video"].strip(), row["type"].strip()
-                if not video or not label:
-                    raise InputError(f"line {line}: empty video or type", path)
                 check_video_name(video, str(path), f"line {line}")
+                if not label:
+                    raise InputError(f"line {line}: empty type", path)
                 if label.lower() == "ambiguous" or (row.get("type_idx") or "").strip() == "0":
                     skipped += 1
                     continue
