@@ -125,9 +125,9 @@ def _note_out_of_range(out_of_range) -> None:
     """``note: of the evaluated detections, 2 start before 0 s, 1 ends after its video ...``."""
     parts = []
     if out_of_range.negative_start:
-        parts.append(f"{out_of_range.negative_start} start{'s' if out_of_range.negative_start == 1 else ''} before 0 s")
+        parts.append(f"{out_of_range.negative_start} {_verb(out_of_range.negative_start, 'start')} before 0 s")
     if out_of_range.past_end:
-        parts.append(f"{out_of_range.past_end} end{'s' if out_of_range.past_end == 1 else ''} after the video's duration")
+        parts.append(f"{out_of_range.past_end} {_verb(out_of_range.past_end, 'end')} after the video's duration")
     err_console.print(
         f"[yellow]note:[/] of the evaluated detections, {' and '.join(parts)}; "
         "scored as they are, as the official evaluator does",
@@ -147,6 +147,11 @@ def _warn_dropped(detections: int, preposition: str, names, noun: str, reason: s
         highlight=False,
         emoji=False,
     )
+
+
+def _verb(n: int, verb: str) -> str:
+    """Present tense agreeing with ``n`` detections: ``1 starts``, ``2 start``."""
+    return verb + ("s" if n == 1 else "")
 
 
 def _count(n: int, noun: str) -> str:

@@ -248,7 +248,9 @@ def evaluate_detections(
     )
 
 
-def _out_of_range(detections: Detections, ground_truth: GroundTruth, pred_video: np.ndarray, keep: np.ndarray) -> OutOfRange:
+def _out_of_range(
+    detections: Detections, ground_truth: GroundTruth, pred_video: np.ndarray, keep: np.ndarray
+) -> OutOfRange:
     """Counts over the evaluated detections (``keep``); a NaN duration compares False."""
     durations = ground_truth.duration_array()
     video = pred_video[keep]

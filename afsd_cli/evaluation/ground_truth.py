@@ -108,7 +108,7 @@ def ground_truth_from_dict(
     if not isinstance(database, Mapping):
         raise InputError(f"database: expected an object of videos, got {type_name(database)}", source)
 
-    entries = []  # (video, subset, [(label, start, end)]) validated, in file order
+    entries = []  # (video, subset, [(label, start, end)], duration or None) validated, in file order
     for number, (video, entry) in enumerate(database.items(), start=1):
         check_video_name(video, source, f"database entry {number}")
         where = f"database[{video!r}]"
