@@ -117,6 +117,23 @@ def _print_summary(ground_truth, detections, result, requested_subset) -> None:
                       "without annotations in the ground truth")
     if dropped.unknown_label:
         _warn_dropped(dropped.unknown_label, "with", dropped.unknown_labels, "label", "absent from the ground truth")
+    if result.out_of_range.total:
+        _note_out_of_range(result.out_of_range)
+
+
+def _note_out_of_range(out_of_range) -> None:
+    """``note: of the evaluated detections, 2 start before 0 s, 1 ends after its video ...``."""
+    parts = []
+    if out_of_range.negative_start:
+        parts.append(f"{out_of_range.negative_start} {_verb(out_of_range.negative_start, 'start')} before 0 s")
+    if out_of_range.past_end:
+        parts.append(f"{out_of_range.past_end} {_verb(out_of_range.past_end, 'end')} after the video's duration")
+    err_console.print(
+        f"[yellow]note:[/] of the evaluated detections, {' and '.join(parts)}; "
+        "scored as they are, as the official evaluator does",
+        highlight=False,
+        emoji=False,
+    )
 
 
 def _warn_dropped(detections: int, preposition: str, names, noun: str, reason: str) -> None:
@@ -130,6 +147,11 @@ def _warn_dropped(detections: int, preposition: str, names, noun: str, reason: s
         highlight=False,
         emoji=False,
     )
+
+
+def _verb(n: int, verb: str) -> str:
+    """Present tense agreeing with ``n`` detections: ``1 starts``, ``2 start``."""
+    return verb + ("s" if n == 1 else "")
 
 
 def _count(n: int, noun: str) -> str:

@@ -37,6 +37,7 @@ from afsd_cli.engine.postprocess import (
 )
 from afsd_cli.errors import ConfigError, InputError
 from afsd_cli.io import read_json
+from afsd_cli.names import check_video_name
 
 #: dataset → (how two streams are fused, output "version", one window per video at offset 0)
 DATASET_PROCEDURES: dict[str, tuple[str, str, bool]] = {
@@ -180,7 +181,8 @@ def read_classifier(path: str | Path) -> Classifier:
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict) or not isinstance(data.get("class"), list):
         raise InputError('expected {"results": {video: [scores]}, "class": [names]} (CUHK format)', path)
     classes = [str(c) for c in data["class"]]
-    for video, scores in data["results"].items():
+    for number, (video, scores) in enumerate(data["results"].items(), start=1):
+        check_video_name(video, str(path), f"results entry {number}")
         if not isinstance(scores, list) or len(scores) != len(classes):
             raise InputError(f"video {video!r}: expected {len(classes)} scores, one per class", path)
     return Classifier(data["results"], classes, str(path))
