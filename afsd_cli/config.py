@@ -445,6 +445,7 @@ def build_config(data: Mapping[str, Any] | None, overrides: Iterable[str] = (),
         key, value = parse_override(text)
         _set(tree, key, value)
         override_paths.add(key)
+    _check_split_sizes(tree, data or {}, override_paths, where)
 
     name = tree["dataset"]["name"] or infer_dataset(tree)
     tree["dataset"]["name"] = name
@@ -464,6 +465,32 @@ def build_config(data: Mapping[str, Any] | None, overrides: Iterable[str] = (),
             path = base / path
         _set(tree, key, str(path.resolve()))
     return Config(_to_sections(tree, ""), source)
+
+
+def _check_split_sizes(tree: Mapping[str, Any], data: Mapping[str, Any], override_paths: set[str], where: str) -> None:
+    """A testing clip length or crop that is set must equal the training one.
+
+    The network is built for the training split's sizes (model/__init__.py model_spec_from_config),
+    so windows of another size cannot go through it; left unset, the testing sizes are not used
+    against the model (a training-only config).
+    """
+    for size in ("clip_length", "crop_size"):
+        testing_key, training_key = f"dataset.testing.{size}", f"dataset.training.{size}"
+        if not (_is_set(data, testing_key) or testing_key in override_paths):
+            continue
+        testing, training = _get(tree, testing_key), _get(tree, training_key)
+        if testing != training:
+            raise ConfigError(f"{testing_key} is {testing} but {training_key} is {training}: the network is "
+                              f"built for the training {size.replace('_', ' ')}, set both to the same value", where)
+
+
+def _is_set(data: Mapping[str, Any], path: str) -> bool:
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _to_sections(tree: Mapping[str, Any], prefix: str) -> dict[str, Any]:

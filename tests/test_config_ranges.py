@@ -11,8 +11,9 @@ import yaml
 from typer.testing import CliRunner
 
 from afsd_cli.cli import app
-from afsd_cli.config import DATASET_DEFAULTS, MAX_CONFIG_BYTES, SCHEMA, _all_keys, _field, load_config
-from afsd_cli.errors import MAX_MESSAGE_CHARS, ConfigError, short_repr
+from afsd_cli.config import DATASET_DEFAULTS, MAX_CONFIG_BYTES, SCHEMA, _all_keys, _field, build_config, load_config
+from afsd_cli.errors import MAX_MESSAGE_CHARS, ConfigError, InputError, short_repr
+from afsd_cli.evaluation import parse_tiou
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -107,8 +108,25 @@ def test_optional_numeric_key_still_accepts_null():
 def test_bounds_that_official_values_sit_on_are_allowed():
     cfg = load_config(THUMOS, ["training.grad_clip=0", "training.validate_every=0", "training.resume=0",
                                "testing.conf_thresh=0", "training.piou=1", "training.ssl=0",
-                               "dataset.training.clip_length=8"])
+                               "dataset.training.clip_length=8", "dataset.testing.clip_length=8"])
     assert cfg.dataset.training.clip_length == 8 and cfg.testing.conf_thresh == 0.0
+
+
+@pytest.mark.parametrize("override", ["dataset.testing.clip_length=128", "dataset.testing.crop_size=64"])
+def test_testing_window_must_fit_the_network_built_for_training(override):
+    with pytest.raises(ConfigError) as info:
+        load_config(THUMOS, [override])
+    size = override.split("=")[0].rsplit(".", 1)[1]
+    assert_one_short_line(str(info.value), f"dataset.testing.{size}", f"dataset.training.{size}")
+    # both changed together, or the testing size left unset, is fine
+    load_config(THUMOS, [override, override.replace("testing", "training")])
+    cfg = build_config({"dataset": {"training": {"clip_length": 32, "crop_size": 16}}})
+    assert cfg.dataset.testing.clip_length == 256
+
+
+def test_tiou_range_with_absurd_count_is_refused():
+    with pytest.raises(InputError, match="start:stop:num"):
+        parse_tiou("0.1:0.9:100000000000")
 
 
 @pytest.mark.parametrize("command, override, key", [
