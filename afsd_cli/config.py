@@ -310,8 +310,10 @@ def _convert(value: Any, field: Field, key: str, where: str) -> Any:
     if kind == "float":
         if isinstance(value, bool):
             raise bad("a number")
-        if isinstance(value, (int, float)):
-            return float(value)
+        if isinstance(value, float):
+            return value
+        if isinstance(value, int):  # an integer beyond float range is as infinite as `.inf`
+            return float(value) if abs(value) < 2**1023 else math.inf
         if isinstance(value, str):  # YAML 1.1 reads `1e-5` as a string; the official code float()s it
             try:
                 return float(value.strip())

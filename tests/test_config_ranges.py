@@ -31,6 +31,7 @@ DEGENERATE = [
     ("training.learning_rate=.inf", "training.learning_rate", "> 0"),
     ("training.learning_rate=0", "training.learning_rate", "> 0"),
     ("training.weight_decay=-1e-3", "training.weight_decay", ">= 0"),
+    ("training.weight_decay=1" + "0" * 400, "training.weight_decay", "got inf"),  # no OverflowError
     ("testing.conf_thresh=1", "testing.conf_thresh", "in [0, 1)"),
     ("dataset.testing.clip_length=100", "dataset.testing.clip_length", "multiple of 8"),
     ("dataset.training.crop_size=0", "dataset.training.crop_size", ">= 1"),
