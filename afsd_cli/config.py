@@ -104,9 +104,14 @@ class Field:
     valid: Range | None = None
 
 
-def _split_fields() -> dict[str, Field]:
-    """The ``dataset.training`` / ``dataset.testing`` keys (same in both)."""
-    return {
+#: Testing sizes that default to the training split's: the network is built for those
+#: (model/__init__.py model_spec_from_config), so no other value can go through it.
+SIZES_FROM_TRAINING = ("clip_length", "crop_size")
+
+
+def _split_fields(testing: bool = False) -> dict[str, Field]:
+    """The ``dataset.training`` / ``dataset.testing`` keys (same in both but the sizes' defaults)."""
+    fields = {
         "video_mp4_path": Field("path", None, help="folder of source videos (ANet: the npy folder)"),
         "video_info_path": Field("path", None, help="video-info CSV (THUMOS) or info JSON (ANet)"),
         "video_anno_path": Field("path", None, help="annotation CSV"),
@@ -118,6 +123,11 @@ def _split_fields() -> dict[str, Field]:
         "gt_path": Field("path", None, help="ActivityNet-style GT JSON (validation / plots)"),
         "subset": Field("str", None, help="GT subset to evaluate on"),
     }
+    if testing:
+        for size in SIZES_FROM_TRAINING:
+            fields[size] = Field("int", None, help=f"{fields[size].help}; must equal the training one",
+                                 valid=fields[size].valid)
+    return fields
 
 
 SCHEMA: dict[str, Any] = {
@@ -130,7 +140,7 @@ SCHEMA: dict[str, Any] = {
                              valid=at_least(2)),
         "class_index_path": Field("path", None, help="class names; default THUMOS14's 20 classes"),
         "training": _split_fields(),
-        "testing": _split_fields(),
+        "testing": _split_fields(testing=True),
     },
     "model": {
         "in_channels": Field("int", 3, help="3 = RGB, 2 = optical flow", valid=at_least(1)),
@@ -447,7 +457,7 @@ def build_config(data: Mapping[str, Any] | None, overrides: Iterable[str] = (),
         key, value = parse_override(text)
         _set(tree, key, value)
         override_paths.add(key)
-    _check_split_sizes(tree, data or {}, override_paths, where)
+    _fill_and_check_split_sizes(tree, where)
 
     name = tree["dataset"]["name"] or infer_dataset(tree)
     tree["dataset"]["name"] = name
@@ -469,30 +479,17 @@ def build_config(data: Mapping[str, Any] | None, overrides: Iterable[str] = (),
     return Config(_to_sections(tree, ""), source)
 
 
-def _check_split_sizes(tree: Mapping[str, Any], data: Mapping[str, Any], override_paths: set[str], where: str) -> None:
-    """A testing clip length or crop that is set must equal the training one.
-
-    The network is built for the training split's sizes (model/__init__.py model_spec_from_config),
-    so windows of another size cannot go through it; left unset, the testing sizes are not used
-    against the model (a training-only config).
-    """
-    for size in ("clip_length", "crop_size"):
-        testing_key, training_key = f"dataset.testing.{size}", f"dataset.training.{size}"
-        if not (_is_set(data, testing_key) or testing_key in override_paths):
-            continue
-        testing, training = _get(tree, testing_key), _get(tree, training_key)
-        if testing != training:
-            raise ConfigError(f"{testing_key} is {testing} but {training_key} is {training}: the network is "
-                              f"built for the training {size.replace('_', ' ')}, set both to the same value", where)
-
-
-def _is_set(data: Mapping[str, Any], path: str) -> bool:
-    node: Any = data
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False
-        node = node[part]
-    return True
+def _fill_and_check_split_sizes(tree: dict[str, Any], where: str) -> None:
+    """Unset testing sizes take the training ones; set ones must equal them (see SIZES_FROM_TRAINING)."""
+    training, testing = tree["dataset"]["training"], tree["dataset"]["testing"]
+    for size in SIZES_FROM_TRAINING:
+        if testing[size] is None:
+            testing[size] = training[size]
+        elif testing[size] != training[size]:
+            raise ConfigError(f"dataset.testing.{size} is {testing[size]} but dataset.training.{size} is "
+                              f"{training[size]}: the network is built for the training "
+                              f"{size.replace('_', ' ')}, set both to the same value (or leave the testing one out)",
+                              where)
 
 
 def _to_sections(tree: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -621,6 +618,8 @@ def schema_markdown() -> str:
     for key, kind, default, valid, help_text in describe_schema():
         shown = "dataset-dependent" if default is None and any(
             key in values for values in DATASET_DEFAULTS.values()) else ("—" if default is None else f"`{default}`")
+        if key in (f"dataset.testing.{size}" for size in SIZES_FROM_TRAINING):
+            shown = "the training one"
         lines.append(f"| `{key}` | {kind} | {shown} | {valid.replace('>=', '≥')} | {help_text} |")
     return "\n".join(lines) + "\n"
 

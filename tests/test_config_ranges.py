@@ -119,10 +119,12 @@ def test_testing_window_must_fit_the_network_built_for_training(override):
         load_config(THUMOS, [override])
     size = override.split("=")[0].rsplit(".", 1)[1]
     assert_one_short_line(str(info.value), f"dataset.testing.{size}", f"dataset.training.{size}")
-    # both changed together, or the testing size left unset, is fine
+    # both changed together is fine; left unset, the testing sizes are the training ones
     load_config(THUMOS, [override, override.replace("testing", "training")])
     cfg = build_config({"dataset": {"training": {"clip_length": 32, "crop_size": 16}}})
-    assert cfg.dataset.testing.clip_length == 256
+    assert (cfg.dataset.testing.clip_length, cfg.dataset.testing.crop_size) == (32, 16)
+    cfg = load_config(THUMOS, ["dataset.training.crop_size=64", "dataset.testing.crop_size=null"])
+    assert cfg.dataset.testing.crop_size == 64
 
 
 def test_tiou_range_with_absurd_count_is_refused():
