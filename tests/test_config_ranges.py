@@ -173,12 +173,36 @@ LAUGHS = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in ran
 BOMBS = {
     # 9**9 strings by reference, under unknown keys (refused before any key is looked at)
     "unknown keys": 'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + LAUGHS,
-    # the same as the value of a real key: the type error would repr all of it
-    "value of a key": 'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + LAUGHS
-                      + "training:\n  lw: *l9\n",
+    # the same inside the value of a real key: the type error would repr all of it
+    "value of a key": "training:\n  lw:\n    - &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+                      + "".join(f"    - &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10)),
     # `<<` merge keys copy mappings while loading: doubling at each level
     "merge keys": "m0: &m0 {k: 1}\n" + "".join(f"m{i}: &m{i} {{<<: [*m{i - 1}, *m{i - 1}]}}\n" for i in range(1, 40)),
 }
+
+
+# the same in one override: flow-style anchors and aliases on the command line
+OVERRIDE_BOMB = "training.lw=[&l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol], " + ", ".join(
+    f"&l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)) + "]"
+
+
+def refused_under_memory_bound(path: Path, overrides=()) -> str:
+    """load_config in a child limited to 400 MB of address space (the bombs need gigabytes);
+    returns the ConfigError's text."""
+    script = textwrap.dedent(f"""
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, (400 << 20, 400 << 20))
+        from afsd_cli.config import load_config
+        from afsd_cli.errors import ConfigError
+        try:
+            load_config({str(path)!r}, {list(overrides)!r})
+        except ConfigError as exc:
+            print(exc)
+            sys.exit(3)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    return done.stdout
 
 
 @pytest.mark.parametrize("name", sorted(BOMBS))
@@ -187,21 +211,12 @@ def test_alias_bomb_is_refused_under_a_memory_bound(tmp_path, name):
     assert len(text) < 1500  # a few hundred bytes
     path = tmp_path / "bomb.yaml"
     path.write_text(text)
-    # 400 MB of address space: expanding, printing or merging the bomb needs gigabytes
-    script = textwrap.dedent(f"""
-        import resource, sys
-        resource.setrlimit(resource.RLIMIT_AS, (400 << 20, 400 << 20))
-        from afsd_cli.config import load_config
-        from afsd_cli.errors import ConfigError
-        try:
-            load_config({str(path)!r})
-        except ConfigError as exc:
-            print(exc)
-            sys.exit(3)
-    """)
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 3, done.stderr[-2000:]
-    assert_one_short_line(done.stdout, str(path), "alias")
+    assert_one_short_line(refused_under_memory_bound(path), str(path), "alias")
+
+
+def test_alias_bomb_in_an_override_is_refused_under_a_memory_bound():
+    assert len(OVERRIDE_BOMB) < 600  # a few hundred bytes
+    assert_one_short_line(refused_under_memory_bound(THUMOS, [OVERRIDE_BOMB]), "override training.lw", "alias")
 
 
 def test_recursive_alias_is_refused(tmp_path):
