@@ -1,9 +1,11 @@
 """Configuration: the official AFSD YAML files, unchanged, plus typed ``key.path=value`` overrides.
 
-``load_config(path, overrides=())`` reads a YAML file with ``yaml.safe_load``, checks every key
-against the schema below (unknown key -> error with a "did you mean" hint; wrong type -> error
-naming the key), fills defaults, applies overrides, resolves paths and returns a ``Config``
-with attribute access (``cfg.training.learning_rate``).
+``load_config(path, overrides=())`` reads a YAML file with ``yaml.safe_load`` (bounded: alias
+bombs, deep nesting and oversized files are refused before anything is expanded), checks every
+key against the schema below (unknown key -> error with a "did you mean" hint; wrong type, a
+numeric value outside the key's range, or null for a required key -> error naming the key),
+fills defaults, applies overrides (checked the same way), resolves paths and returns a
+``Config`` with attribute access (``cfg.training.learning_rate``).
 
 Path resolution: a relative path in the file is taken relative to the current working
 directory, as the official scripts do (their configs say ``./datasets/thumos14/...`` and are run
