@@ -26,8 +26,8 @@ def register(app: typer.Typer) -> None:
         runs_dir: Path = typer.Option(Path("runs/train"), "--runs-dir", help="base folder of new runs"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (torchrun: one GPU per process)"),
         amp: Optional[str] = typer.Option(None, "--amp", help="off, bf16 or fp16 (default: training.amp)"),
-        workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers (default: training.num_workers)"),
-        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop every epoch after this many steps (smoke runs)"),
+        workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader workers (default: training.num_workers)"),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="stop every epoch after this many steps (smoke runs)"),
     ) -> None:
         """Train AFSD. Extra KEY=VALUE arguments override config keys, e.g. training.max_epoch=4.
 
