@@ -62,6 +62,7 @@ def register(app: typer.Typer) -> None:
         if ties not in TIE_BREAKS:
             raise InputError(f"--ties: unknown tie-break {ties!r} (choose one of: {', '.join(TIE_BREAKS)})")
         thresholds = parse_tiou(tiou) if tiou is not None else None
+        _check_outputs(output, plot)
         ground_truth = load_ground_truth(gt, subset, dataset)
         loaded = load_detections(detections)
         result = evaluate_detections(
@@ -87,6 +88,16 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"cannot write plots: {exc.strerror or exc}", plot) from None
             for path in paths:
                 console.print(f"plot written to [bold]{escape(str(path))}[/]", emoji=False)
+
+
+def _check_outputs(output: Optional[Path], plot: Optional[Path]) -> None:
+    """Unwritable outputs fail before the (possibly long) evaluation, not after it."""
+    from afsd_cli.io import ensure_writable
+
+    if output is not None:
+        ensure_writable(output, kind="file")
+    if plot is not None:
+        ensure_writable(plot, kind="folder")
 
 
 def _print_summary(ground_truth, detections, result, requested_subset) -> None:

@@ -81,10 +81,13 @@ def npy_is_complete(path: Path, channels: int) -> bool:
 
 
 def _make_output_dir(out_dir: Path) -> None:
+    from afsd_cli.io import ensure_writable, output_error
+
+    ensure_writable(out_dir, kind="folder")  # read-only, full or a file: say so before decoding anything
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create the output folder ({exc.strerror or exc})", out_dir) from None
+        raise output_error(exc, out_dir, "cannot create the output folder") from None
 
 
 # --------------------------------------------------------------------------------------------
