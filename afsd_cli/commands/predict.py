@@ -98,6 +98,8 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
             progress.update(task, advance=1, video=f"{result.name} ({len(result.detections)} det.)")
             if result.error:
                 failures.append(result.error)
+                if all_or_nothing:
+                    break  # nothing will be written: the other videos need not run
                 continue
             results[result.key] = result.detections
             totals["windows"] += result.windows
@@ -116,7 +118,8 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
     for message in failures:
         err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if failures and (all_or_nothing or not results):
-        raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed; nothing was written")
+        counted = "" if len(results) + len(failures) == len(plan.jobs) else " (stopped at the first)"
+        raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed{counted}; nothing was written")
 
     write_json(output, results_document(results, plan.version), indent=None)
 
