@@ -61,7 +61,7 @@ class Manifest:
         if throttle_s and now - self._last_save < throttle_s:
             return
         self._last_save = now
-        with _locked(self.path):
+        with folder_lock(self.path.parent):
             on_disk = _read_manifest(self.path)
             merged = dict(on_disk["items"]) if on_disk is not None else {}
             merged.update({name: self.items[name] for name in self._recorded})
@@ -89,9 +89,9 @@ def _read_manifest(path: Path) -> dict | None:
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive advisory lock on the folder of ``path`` (flock on the folder itself: no lock
-    file is left behind; a no-op where fcntl is missing)."""
+def folder_lock(folder: str | Path):
+    """An exclusive advisory lock on ``folder`` for a read-modify-write of a file in it (flock on
+    the folder itself: no lock file is left behind; a no-op where fcntl is missing)."""
     try:
         import fcntl
     except ImportError:  # Windows: single-writer behaviour
@@ -100,9 +100,9 @@ def _locked(path: Path):
     from afsd_cli.io import output_error
 
     try:
-        fd = os.open(path.parent, os.O_RDONLY)
+        fd = os.open(folder, os.O_RDONLY)
     except OSError as exc:
-        raise output_error(exc, path.parent, "cannot lock the folder of the manifest") from None
+        raise output_error(exc, folder, "cannot lock the folder") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
