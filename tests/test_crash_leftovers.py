@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from afsd_cli.engine.trainer import TrainOptions, new_run_dir, train
-from afsd_cli.errors import ConfigError
+from afsd_cli.errors import ConfigError, InputError
 from afsd_cli.io import _host_tag, remove_stale_temp_files, write_json
 from train_helpers import tiny_config
 
@@ -112,7 +112,7 @@ def test_a_failed_train_start_leaves_no_run_folder_and_the_name_is_free_again(tm
     runs = tmp_path / "runs"
     # bad data found while setting up: the folder is never created
     bad = tiny_config(tmp_path, ["dataset.training.video_data_path=" + str(tmp_path / "missing")], max_epoch=1)
-    with pytest.raises(Exception):
+    with pytest.raises(InputError, match="frame array not found"):
         train(bad, lambda: new_run_dir(runs, "first"), options=TrainOptions(device="cpu", max_steps_per_epoch=1))
     assert not (runs / "first").exists()
     # a failure in the first epoch, after the folder was made: what it wrote is removed again
@@ -186,3 +186,26 @@ def test_two_processes_saving_one_manifest_lose_no_entry(tmp_path):
     expected = {"earlier"} | {f"{p}{i:02d}" for p in "ab" for i in range(40)}
     assert set(items) == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+
+
+class InterruptedDataset(BrokenDataset):
+    """Ctrl-C arriving while the first batch is read."""
+
+    def __getitem__(self, index):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_the_first_epoch_exits_130_and_removes_the_new_run_folder(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import afsd_cli.data.datasets as datasets
+    from afsd_cli.cli import app
+
+    config = tmp_path / "tiny.yaml"
+    tiny_config(tmp_path, max_epoch=1).save(config)
+    monkeypatch.setattr(datasets, "build_training_dataset", lambda cfg: InterruptedDataset())
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(runs), "--name", "again",
+                                      "--device", "cpu"])
+    assert result.exit_code == 130 and result.output.strip().splitlines()[-1].endswith("interrupted")
+    assert runs.is_dir() and list(runs.iterdir()) == []  # the run folder it had made is gone
