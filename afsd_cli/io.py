@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import tempfile
+import time
 import zlib
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -25,7 +26,10 @@ from typing import IO, Any, Iterator
 TEMP_SUFFIX = ".tmp"
 # .NAME.PID@HOST.RANDOM.tmp (HOST: 8 hex digits of a hash of the host name; RANDOM: mkstemp's)
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[0-9a-f]{8})\.[A-Za-z0-9_]+\.tmp$")
+# .NAME.RANDOM.tmp: the names of earlier versions (mkstemp's 8 characters, no writer recorded)
+_LEGACY_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
 _swept_folders: set[tuple[int, str]] = set()  # (pid, folder): folders this process already swept
+_STARTED = time.time()  # when this process imported the writers: older idle temp files are not ours
 
 
 def _host_tag() -> str:
@@ -48,7 +52,10 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     """Remove the atomic writers' temporary files in ``folder`` whose writing process is gone.
 
     Only names of the form ``.NAME.PID@HOST.RANDOM.tmp`` written on this host are considered, so
-    a file another machine is writing into a shared folder is never touched. Returns what was removed.
+    a file another machine is writing into a shared folder is never touched. The names of earlier
+    versions, ``.NAME.RANDOM.tmp``, do not say who wrote them: they are removed when they were
+    last modified well before this process started (a live writer keeps its file's time recent).
+    Returns what was removed.
     """
     folder = Path(folder)
     host, removed = _host_tag(), []
@@ -57,16 +64,23 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        match = _TEMP_NAME.match(entry.name)
-        if not match or match["host"] != host:
-            continue
-        pid = int(match["pid"])
-        if pid == os.getpid() or _pid_is_running(pid):
+        if not _is_stale(entry, host):
             continue
         with contextlib.suppress(OSError):
             os.unlink(entry.path)
             removed.append(Path(entry.path))
     return removed
+
+
+def _is_stale(entry: os.DirEntry, host: str) -> bool:
+    match = _TEMP_NAME.match(entry.name)
+    if match:
+        pid = int(match["pid"])
+        return match["host"] == host and pid != os.getpid() and not _pid_is_running(pid)
+    if _LEGACY_TEMP_NAME.match(entry.name):
+        with contextlib.suppress(OSError):
+            return entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < _STARTED - 60
+    return False
 
 
 def _sweep_once(folder: Path) -> None:

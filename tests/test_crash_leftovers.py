@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -80,17 +81,23 @@ def test_only_temp_files_of_dead_processes_on_this_host_are_removed(tmp_path):
             "alive": f".a.json.{alive.pid}@{host}.x1y2.tmp",
             "mine": f".a.json.{os.getpid()}@{host}.x1y2.tmp",
             "other host": f".a.json.{dead_pid()}@{other_host}.x1y2.tmp",
-            "not ours": f".a.json.{dead_pid()}.tmp",
+            "old version, idle": ".state-1.pt.k3x_9qa1.tmp",  # mkstemp's name, before pids were recorded
+            "old version, fresh": ".state-2.pt.p0q9z8y7.tmp",
+            "not ours": ".notes.tmp",
             "visible": "a.json",
         }
         for name in names.values():
             (tmp_path / name).write_text("x")
+        an_hour_ago = time.time() - 3600
+        for key in ("old version, idle", "not ours"):
+            os.utime(tmp_path / names[key], (an_hour_ago, an_hour_ago))
         removed = remove_stale_temp_files(tmp_path)
     finally:
         alive.kill()
         alive.wait()
-    assert [p.name for p in removed] == [names["dead"]]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(v for k, v in names.items() if k != "dead")
+    gone = {"dead", "old version, idle"}
+    assert sorted(p.name for p in removed) == sorted(names[k] for k in gone)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(v for k, v in names.items() if k not in gone)
 
 
 # ------------------------------------------------------------------------------------------
