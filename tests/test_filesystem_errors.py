@@ -133,6 +133,15 @@ def test_predict_checks_output_and_plot_paths_before_loading_anything(tmp_path):
     assert len(text.strip().splitlines()) == 1
 
 
+def test_evaluate_checks_its_outputs_before_reading_the_inputs(tmp_path):
+    (tmp_path / "plots").write_text("a file")
+    (tmp_path / "metrics").mkdir()
+    for option, path, reason in (("--plot", tmp_path / "plots", "is a file, expected a folder"),
+                                 ("-o", tmp_path / "metrics", "is a folder, expected a file path")):
+        result, text = invoke("evaluate", tmp_path / "missing.json", "--gt", tmp_path / "gt.json", option, path)
+        assert result.exit_code == 1 and text.strip() == f"error: {path}: {reason}"
+
+
 def test_train_checks_its_runs_folder_first(tmp_path):
     (tmp_path / "runs").write_text("a file where the runs folder should be")
     config = tmp_path / "c.yaml"

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         per_class: bool = typer.Option(False, "--per-class", help="Also print the AP of every class."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics as JSON here."),
         plot: Optional[Path] = typer.Option(
-            None, "--plot", help="Folder for pr_curves.png and per_class_ap.png.", file_okay=False
+            None, "--plot", help="Folder for pr_curves.png and per_class_ap.png."
         ),
         strict: bool = typer.Option(
             False, "--strict", help="Fail on detections of unknown videos or labels instead of dropping them."
