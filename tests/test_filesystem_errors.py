@@ -91,6 +91,14 @@ def test_read_only_folder_fails_the_preflight_and_the_writer_keeps_the_old_file(
         assert result.exit_code == 1
         assert "Read-only file system" in text and str(folder) in text and "Traceback" not in text
         assert "not found" not in text  # the output was checked first, not the (missing) inputs
+        # a batch command: flow into the read-only folder stops before computing anything
+        import numpy as np
+
+        (tmp_path / "rgb").mkdir()
+        np.save(tmp_path / "rgb" / "a.npy", np.zeros((3, 8, 8, 3), np.uint8))
+        result, text = invoke("flow", tmp_path / "rgb", folder / "flow", "--method", "dis", "--jobs", "1")
+        assert result.exit_code == 1 and text.strip() == f"error: {folder}: cannot write into this folder: " \
+                                                         "Read-only file system"
 
 
 def test_full_disk_is_one_clear_error_and_leaves_no_temporary_file(tmp_path):
