@@ -98,7 +98,7 @@ def output_error(exc: OSError, path: str | Path, what: str = "cannot write") -> 
     reason = exc.strerror or str(exc)
     if exc.errno == errno.EISDIR:
         reason = "is a folder, expected a file"
-    elif exc.errno == errno.ENOTDIR:
+    elif exc.errno == errno.ENOTDIR or isinstance(exc, FileExistsError):  # mkdir met a file on the way
         reason = "a parent of it is a file, not a folder"
     return OutputError(f"{what}: {reason}", path)
 

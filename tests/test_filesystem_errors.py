@@ -74,6 +74,18 @@ def test_preflight_rejects_a_folder_for_a_file_and_a_file_for_a_folder(tmp_path)
     assert only_visible(tmp_path) == ["dir", "file"]
 
 
+def test_writers_name_the_path_when_a_folder_or_a_file_is_in_the_way(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="cannot write: is a folder, expected a file") as info:
+        write_json(tmp_path, {})
+    assert info.value.path == str(tmp_path)
+    for target in (tmp_path / "file" / "a.json", tmp_path / "file" / "deeper" / "a.json"):
+        with pytest.raises(OutputError, match="a parent of it is a file, not a folder") as info:
+            write_json(target, {})
+        assert info.value.path == str(target)
+    assert only_visible(tmp_path) == ["file"]
+
+
 def test_read_only_folder_fails_the_preflight_and_the_writer_keeps_the_old_file(tmp_path):
     with tmpfs(tmp_path / "ro") as folder:
         write_text(folder / "old.txt", "earlier output")
