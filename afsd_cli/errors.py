@@ -98,3 +98,7 @@ class NotImplementedYet(AFSDError):
 
 class TrainingError(AFSDError):
     """Training cannot continue (e.g. a non-finite loss)."""
+
+
+class OutputError(AFSDError):
+    """An output path cannot be written (read-only, full disk, a folder where a file is expected, ...)."""

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         per_class: bool = typer.Option(False, "--per-class", help="Also print the AP of every class."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics as JSON here."),
         plot: Optional[Path] = typer.Option(
-            None, "--plot", help="Folder for pr_curves.png and per_class_ap.png.", file_okay=False
+            None, "--plot", help="Folder for pr_curves.png and per_class_ap.png."
         ),
         strict: bool = typer.Option(
             False, "--strict", help="Fail on detections of unknown videos or labels instead of dropping them."
@@ -62,6 +62,7 @@ def register(app: typer.Typer) -> None:
         if ties not in TIE_BREAKS:
             raise InputError(f"--ties: unknown tie-break {ties!r} (choose one of: {', '.join(TIE_BREAKS)})")
         thresholds = parse_tiou(tiou) if tiou is not None else None
+        _check_outputs(output, plot)
         ground_truth = load_ground_truth(gt, subset, dataset)
         loaded = load_detections(detections)
         result = evaluate_detections(
@@ -87,6 +88,16 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"cannot write plots: {exc.strerror or exc}", plot) from None
             for path in paths:
                 console.print(f"plot written to [bold]{escape(str(path))}[/]", emoji=False)
+
+
+def _check_outputs(output: Optional[Path], plot: Optional[Path]) -> None:
+    """Unwritable outputs fail before the (possibly long) evaluation, not after it."""
+    from afsd_cli.io import ensure_writable
+
+    if output is not None:
+        ensure_writable(output, kind="file")
+    if plot is not None:
+        ensure_writable(plot, kind="folder")
 
 
 def _print_summary(ground_truth, detections, result, requested_subset) -> None:

@@ -9,6 +9,7 @@ import typer
 
 from afsd_cli.commands._common import handle_errors
 from afsd_cli.commands.predict import (
+    AllOrNothingOption,
     AmpDtypeOption,
     AmpOption,
     BatchSizeOption,
@@ -20,6 +21,7 @@ from afsd_cli.commands.predict import (
     OutputOption,
     PlotOption,
     WorkersOption,
+    check_outputs,
     output_path_from,
     run_plan,
 )
@@ -52,6 +54,7 @@ def register(app: typer.Typer) -> None:
         limit: LimitOption = None,
         workers: WorkersOption = 0,
         deterministic: DeterministicOption = False,
+        all_or_nothing: AllOrNothingOption = False,
     ) -> None:
         """Run the RGB and the flow network on the same windows and fuse them before decoding.
 
@@ -78,9 +81,11 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("fusion needs both array folders: pass --rgb-data and --flow-data (or set "
                               "testing.rgb_data_path and testing.flow_data_path), or give --video files")
         out = output_path_from(cfg, output)
+        check_outputs(out, plot)
         plan = plan_prediction(
             cfg, [rgb_ckpt, flow_ckpt], data_dirs=dirs, videos=video or [],
             classifier_path=classifier, batch_size=batch_size, device=device,
             amp=amp_dtype if amp else None, limit=limit, deterministic=deterministic,
         )
-        run_plan(plan, out, plot, gt, f"afsd fuse ({cfg.dataset.name}, RGB + flow, {plan.predictor.device})", workers)
+        run_plan(plan, out, plot, gt, f"afsd fuse ({cfg.dataset.name}, RGB + flow, {plan.predictor.device})", workers,
+                 all_or_nothing)

@@ -28,6 +28,18 @@ WorkersOption = Annotated[int, typer.Option(
     "--workers", "-j", min=0, help="Processes for soft-NMS, overlapping the network (0: inline).")]
 DeterministicOption = Annotated[bool, typer.Option(
     "--deterministic", help="Batch-size-independent fp32 results (slower convolution kernels).")]
+AllOrNothingOption = Annotated[bool, typer.Option(
+    "--all-or-nothing", help="If any video fails, write no detections at all (default: write the videos "
+                             "that succeeded, list the failures, exit 1).")]
+
+
+def check_outputs(output: Path, plot_dir: Optional[Path]) -> None:
+    """Fail now, not after inference, when the detections file or the plot folder cannot be written."""
+    from afsd_cli.io import ensure_writable
+
+    ensure_writable(output, kind="file")
+    if plot_dir is not None:
+        ensure_writable(plot_dir, kind="folder")
 
 
 def output_path_from(cfg: Any, output: Optional[Path]) -> Path:
@@ -42,8 +54,12 @@ def output_path_from(cfg: Any, output: Optional[Path]) -> Path:
 
 
 def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optional[Path], title: str,
-             workers: int = 0) -> None:
-    """Run a PredictionPlan with a progress bar, write the JSON atomically, print the summary."""
+             workers: int = 0, all_or_nothing: bool = False) -> None:
+    """Run a PredictionPlan with a progress bar, write the JSON atomically, print the summary.
+
+    A video that fails during the run is listed and skipped: the others' detections are written
+    and the exit code is 1 (``all_or_nothing``: nothing is written). Bad inputs found before the
+    run (missing or malformed arrays) stop it before any network runs."""
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -82,6 +98,8 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
             progress.update(task, advance=1, video=f"{result.name} ({len(result.detections)} det.)")
             if result.error:
                 failures.append(result.error)
+                if all_or_nothing:
+                    break  # nothing will be written: the other videos need not run
                 continue
             results[result.key] = result.detections
             totals["windows"] += result.windows
@@ -97,10 +115,11 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
                 plot_timeline(plot_dir / f"{result.key}.png", result.key, result.detections, duration, gt)
     seconds = time.perf_counter() - started
 
-    if failures:
-        for message in failures:
-            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-        raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed; nothing was written")
+    for message in failures:
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if failures and (all_or_nothing or not results):
+        counted = "" if len(results) + len(failures) == len(plan.jobs) else " (stopped at the first)"
+        raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed{counted}; nothing was written")
 
     write_json(output, results_document(results, plan.version), indent=None)
 
@@ -116,6 +135,9 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
     console.print(f"detections written to [bold]{escape(str(output))}[/]")
     if plot_dir is not None:
         console.print(f"timelines written to [bold]{escape(str(plot_dir))}[/]")
+    if failures:
+        raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed; the detections of the other "
+                   f"{len(results)} were written (--all-or-nothing writes none)")
 
 
 def _closing(predictor: Any, results: Any):
@@ -146,6 +168,7 @@ def register(app: typer.Typer) -> None:
         limit: LimitOption = None,
         workers: WorkersOption = 0,
         deterministic: DeterministicOption = False,
+        all_or_nothing: AllOrNothingOption = False,
     ) -> None:
         """Detect actions with one model (RGB or flow) and write an ActivityNet-style JSON.
 
@@ -158,10 +181,12 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_config(config, overrides or [])
         out = output_path_from(cfg, output)
+        check_outputs(out, plot)
         plan = plan_prediction(
             cfg, [checkpoint or cfg.testing.checkpoint_path], videos=video or [],
             classifier_path=classifier, batch_size=batch_size, device=device,
             amp=amp_dtype if amp else None, limit=limit, deterministic=deterministic,
         )
         kind = "flow" if plan.channels == [2] else "RGB"
-        run_plan(plan, out, plot, gt, f"afsd predict ({cfg.dataset.name}, {kind}, {plan.predictor.device})", workers)
+        run_plan(plan, out, plot, gt, f"afsd predict ({cfg.dataset.name}, {kind}, {plan.predictor.device})", workers,
+                 all_or_nothing)

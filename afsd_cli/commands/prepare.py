@@ -74,6 +74,9 @@ def _render_synthetic(out_dir: Path, videos: int, classes: int, seed: int) -> No
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from afsd_cli.commands._common import err_console
+    from afsd_cli.io import ensure_writable
+
+    ensure_writable(out_dir, kind="folder")  # before rendering any video
 
     with Progress(TextColumn("[bold]synthetic"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[name]}"),
                   TimeElapsedColumn(), console=err_console) as progress:

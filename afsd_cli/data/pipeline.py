@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from afsd_cli.data.batch import DONE, FAILED, SKIPPED, Task, TaskResult, check_backend, resolve_jobs, run_batch
-from afsd_cli.data.manifest import MANIFEST_NAME, Manifest
+from afsd_cli.data.manifest import MANIFEST_NAME, Manifest, folder_lock
 from afsd_cli.data.video import (
     ANET_MAX_FRAMES,
     FRAME_SIZE,
@@ -44,7 +44,7 @@ from afsd_cli.data.video_info import (
     write_thumos_video_info,
 )
 from afsd_cli.errors import ConfigError, InputError
-from afsd_cli.io import write_npy
+from afsd_cli.io import ensure_writable, write_npy
 
 MANIFEST_SAVE_INTERVAL_S = 5.0
 
@@ -81,10 +81,13 @@ def npy_is_complete(path: Path, channels: int) -> bool:
 
 
 def _make_output_dir(out_dir: Path) -> None:
+    from afsd_cli.io import output_error
+
+    ensure_writable(out_dir, kind="folder")  # read-only, full or a file: say so before decoding anything
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create the output folder ({exc.strerror or exc})", out_dir) from None
+        raise output_error(exc, out_dir, "cannot create the output folder") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,6 +220,7 @@ def prepare_videos(
         listed = f"listed in {annotations.name} " if annotations is not None else ""
         raise InputError(f"no video file {listed}found (extensions: {', '.join(VIDEO_EXTENSIONS)})", video_dir)
     _make_output_dir(out_dir)
+    ensure_writable(info_path, kind="file")
 
     manifest = Manifest(
         out_dir / MANIFEST_NAME,
@@ -277,10 +281,12 @@ def prepare_videos(
 
     ordered = [results[name] for name, _, _ in plan]
     produced = {r.name: manifest.get(r.name) for r in ordered if r.status in (DONE, SKIPPED)}
-    if dataset == "thumos14":
-        _write_thumos_info(info_path, produced)
-    else:
-        _write_anet_info(info_path, produced, gt, class_ids)
+    info_path.parent.mkdir(parents=True, exist_ok=True)
+    with folder_lock(info_path.parent):  # a concurrent run into this folder merges its rows too
+        if dataset == "thumos14":
+            _write_thumos_info(info_path, produced)
+        else:
+            _write_anet_info(info_path, produced, gt, class_ids)
     return BatchReport(ordered, out_dir, manifest.path, info_path, notes)
 
 
