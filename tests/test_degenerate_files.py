@@ -169,3 +169,12 @@ def test_non_finite_outputs_stop_prediction_instead_of_an_empty_result(tmp_path)
                                               r"'clip' frames 0-64") as info:
         list(predictor.run(jobs))
     assert info.value.path == str(path)
+    # the same through the CLI: finite weights on file, one line, no empty result written
+    state = torch.load(path, weights_only=True)
+    state["coarse_pyramid_detection.conf_head.conv1d.weight"].fill_(3e38)
+    torch.save(state, path)
+    write_arrays(tmp_path, {"clip": 50})
+    out = tmp_path / "det.json"
+    result, text = invoke("predict", small_config(tmp_path), "-c", path, "-o", out, "--device", "cpu")
+    check_one_line_failure(text, result, path.name, "non-finite outputs (NaN/inf)", "'clip' frames 0-64")
+    assert not out.exists()
