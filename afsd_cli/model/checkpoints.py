@@ -175,7 +175,8 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
 
     The message names the file, the first few missing/unexpected keys and shape mismatches,
     e.g. an RGB checkpoint given to a flow model, or an ActivityNet one to a THUMOS14 model.
-    Non-finite weights are refused before anything is copied.
+    Non-finite weights are refused before anything is copied; on a mismatch PyTorch may already
+    have copied the tensors that fit, so a model that raised should be discarded.
     """
     state = read_state_dict(path)
     refuse_non_finite(state, path)
