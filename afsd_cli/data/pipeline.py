@@ -16,6 +16,7 @@ import numpy as np
 
 from afsd_cli.data.batch import DONE, FAILED, SKIPPED, Task, TaskResult, check_backend, resolve_jobs, run_batch
 from afsd_cli.data.manifest import MANIFEST_NAME, Manifest, folder_lock
+from afsd_cli.data.npy import open_npy
 from afsd_cli.data.video import (
     ANET_MAX_FRAMES,
     FRAME_SIZE,
@@ -74,8 +75,8 @@ class BatchReport:
 def npy_is_complete(path: Path, channels: int) -> bool:
     """True for a readable ``uint8 [T>0, H, W, channels]`` npy (its header is all we read)."""
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):
+        array = open_npy(path)
+    except InputError:
         return False
     return array.dtype == np.uint8 and array.ndim == 4 and array.shape[0] > 0 and array.shape[-1] == channels
 
@@ -153,7 +154,7 @@ def _skipped_record(name: str, source: Path, target: Path, mode: str, previous: 
     """The record of an output kept from an earlier run (manifest first, else probe + npy header)."""
     if previous and previous.get("status") == DONE and "sample_count" in previous:
         return dict(previous)
-    shape = list(np.load(target, mmap_mode="r").shape)
+    shape = list(open_npy(target).shape)
     probe = probe_video(source)
     count = probe.container_count
     sample_fps = THUMOS_SAMPLE_FPS if mode == "thumos14" else anet_target_fps(probe.fps, max(count, 1), max_frames)
@@ -334,10 +335,7 @@ def _write_anet_info(info_path: Path, produced: dict[str, dict], gt: dict | None
 def flow_one(source: str, target: str, method: str, device: str, jpeg_quality: int | None,
              method_options: dict | None = None) -> dict:
     """Read one RGB npy (memory-mapped), compute its flow, write ``uint8 [T, H, W, 2]``."""
-    try:
-        frames = np.load(source, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"not a readable .npy array ({exc})", source) from None
+    frames = open_npy(source)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise InputError(f"expected uint8 [T, H, W, 3] RGB frames, got {frames.dtype} {list(frames.shape)}", source)
     from afsd_cli.data.flow import compute_flow
@@ -427,7 +425,7 @@ def flow_files(
         if not overwrite and npy_is_complete(target, 2):
             record = manifest.get(name)
             if not record or record.get("status") != DONE:
-                shape = list(np.load(target, mmap_mode="r").shape)
+                shape = list(open_npy(target).shape)
                 record = {"status": DONE, "source": str(source), "output": target.name, "shape": shape,
                           "frames": shape[0]}
                 manifest.record(name, record)

@@ -420,6 +420,7 @@ def train(
     from afsd_cli.data.datasets import build_training_dataset
     from afsd_cli.model import build_model, load_checkpoint, save_checkpoint
     from afsd_cli.io import save_torch
+    from afsd_cli.model.checkpoints import read_torch_file
 
     options = options or TrainOptions()
     emit = callback or (lambda event: None)
@@ -467,11 +468,7 @@ def train(
                 raise TrainingError(f"nothing to resume: no {STATE_DIR}/state-*.pt (no epoch was saved); start "
                                     f"a new run (the same --name works for a folder that never trained)", run_dir)
             load_checkpoint(model, run_dir / f"checkpoint-{last}.ckpt", strict=True)
-            try:
-                state = torch.load(run_dir / STATE_DIR / f"state-{last}.pt", map_location="cpu", weights_only=True)
-            except Exception as exc:
-                raise TrainingError(f"cannot read the training state ({type(exc).__name__}: {exc})",
-                                    run_dir / STATE_DIR / f"state-{last}.pt") from None
+            state = read_torch_file(run_dir / STATE_DIR / f"state-{last}.pt", error=TrainingError)
             optimizer.load_state_dict(state["optimizer"])
             if state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
