@@ -153,7 +153,8 @@ def load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], path: str
 def describe_load_error(text: str) -> str:
     """PyTorch's multi-line ``load_state_dict`` error as one line: shapes, then missing, unexpected."""
     shapes = [f"{m['key']}: ({m['file']}) in file vs ({m['model']}) in model" for m in _SIZE_MISMATCH.finditer(text)]
-    problems = ["shape mismatch: " + _describe(shapes)] if shapes else []
+    # Two shapes at most: a message is capped (errors.MAX_MESSAGE_CHARS) and the key lists must fit.
+    problems = ["shape mismatch: " + _describe(shapes, shown=2)] if shapes else []
     for kind in ("Missing", "Unexpected"):
         for match in _KEY_LIST.finditer(text):
             if match["kind"] == kind:
@@ -165,9 +166,9 @@ def describe_load_error(text: str) -> str:
     return (lines[1] if len(lines) > 1 else lines[0] if lines else "load_state_dict failed")[:300]
 
 
-def _describe(keys: list[str]) -> str:
-    more = f" (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
-    return ", ".join(keys[:_SHOWN]) + more
+def _describe(keys: list[str], shown: int = _SHOWN) -> str:
+    more = f" (+{len(keys) - shown} more)" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
 
 
 def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
