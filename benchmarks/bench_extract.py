@@ -1,0 +1,102 @@
+"""Speed of `afsd extract`: I3D clips per second, network alone and the whole path from a video.
+
+    .venv/bin/python benchmarks/bench_extract.py [--threads 2] [--device cpu|cuda] [--amp off bf16]
+                                                 [--sizes 224 112] [--batch-sizes 1 8] [--repeats 3]
+
+Prints markdown tables. "network": median clips/s of ``repeats`` timed batches of 16-frame clips
+after one warm-up (``ClipEncoder``: uint8 → x/255*2-1 → I3D to Mixed_5c → mean), random weights
+(speed does not depend on them). "end to end": ``extract_features`` on a synthetic 30 fps MJPG
+video (decode, Pillow bicubic resize, centre crop, network, atomic write), clips/s of wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from afsd_cli.features.extract import ClipEncoder, ExtractSettings, extract_features
+from afsd_cli.model.i3d import InceptionI3d
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def network_clips_per_second(size: int, batch: int, device: str, amp: str, repeats: int) -> float:
+    encoder = ClipEncoder(InceptionI3d(3), device, amp)
+    clips = np.random.default_rng(0).integers(0, 256, (batch, 16, size, size, 3), dtype=np.uint8)
+    times = []
+    for attempt in range(repeats + 1):
+        _sync(device)
+        start = time.perf_counter()
+        encoder(clips)
+        _sync(device)
+        if attempt:  # the first batch warms allocators and kernels
+            times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
+
+
+def end_to_end_clips_per_second(size: int, batch: int, device: str, amp: str, seconds: float) -> tuple[float, int]:
+    import cv2
+
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        torch.save(InceptionI3d(3).state_dict(), folder / "weights.pt")
+        frames = int(seconds * 30)
+        side = round(size * 256 / 224)
+        writer = cv2.VideoWriter(str(folder / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 30.0,
+                                 (side * 4 // 3, side))
+        rng = np.random.default_rng(0)
+        texture = rng.integers(0, 256, (side, side * 4 // 3 + frames, 3), dtype=np.uint8)
+        for i in range(frames):
+            writer.write(np.ascontiguousarray(texture[:, i:i + side * 4 // 3]))
+        writer.release()
+        settings = ExtractSettings(weights=str(folder / "weights.pt"), size=size, device=device, amp=amp,
+                                   batch_size=batch)
+        start = time.perf_counter()
+        report = extract_features([folder / "clip.avi"], folder / "out", settings)
+        elapsed = time.perf_counter() - start
+        clips = report.results[0].frames
+        return clips / elapsed, clips
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[2])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", nargs="+", default=["off"], choices=["off", "bf16", "fp16"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 112])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--video-seconds", type=float, default=4.0)
+    args = parser.parse_args()
+
+    print(f"torch {torch.__version__}, device {args.device}")
+    print("\n| threads | amp | clip | batch | network clips/s |\n|---:|---|---|---:|---:|")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for amp in args.amp:
+            for size in args.sizes:
+                for batch in args.batch_sizes:
+                    rate = network_clips_per_second(size, batch, args.device, amp, args.repeats)
+                    print(f"| {threads} | {amp} | 16×{size}² | {batch} | {rate:.2f} |", flush=True)
+    print("\n| threads | amp | clip | batch | video | end-to-end clips/s |\n|---:|---|---|---:|---|---:|")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for amp in args.amp:
+            for size in args.sizes:
+                batch = max(args.batch_sizes)
+                rate, clips = end_to_end_clips_per_second(size, batch, args.device, amp, args.video_seconds)
+                print(f"| {threads} | {amp} | 16×{size}² | {batch} | {args.video_seconds:g} s at 30 fps, "
+                      f"{clips} clips | {rate:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
