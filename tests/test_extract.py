@@ -165,6 +165,23 @@ def test_failures_are_listed_and_the_others_finish(weights, tmp_path):
     assert np.load(tmp_path / "out" / "good.npy").shape == (1, 1024)
 
 
+def test_worker_processes_give_the_same_features(weights, reference, tmp_path):
+    shape, seed, size, clip_frames, stride = REFERENCE_CASES["rgb_clip8"]
+    for name in ("a", "b"):
+        _array(tmp_path / "frames", name, shape, seed)
+    settings = ExtractSettings(weights=str(weights["rgb"]), size=size, clip_frames=clip_frames, stride=stride,
+                               device="cpu", jobs=2)
+    # the worker path (one network per worker, cores shared); threads keep the test light
+    threads = torch.get_num_threads()
+    try:
+        report = extract_features([tmp_path / "frames"], tmp_path / "out", settings, backend="threading")
+    finally:
+        torch.set_num_threads(threads)
+    assert [r.status for r in report.results] == ["done", "done"]
+    for name in ("a", "b"):
+        assert_features_close(np.load(tmp_path / "out" / f"{name}.npy"), reference["rgb_clip8"])
+
+
 def test_setting_errors(weights, tmp_path):
     _array(tmp_path / "frames", "clip", (16, 32, 32, 3), 1)
     base = dict(size=32, device="cpu")

@@ -433,24 +433,17 @@ def extract_features(
     batch_size = settings.batch_size or DEFAULT_BATCH["cuda" if device.startswith("cuda") else "cpu"]
     weights = {m: {"path": str(settings.weights_for(m)), "sha256": file_sha256(settings.weights_for(m))}
                for m in settings.modalities()}
-    # Load every network once up front: a wrong file fails here, not once per video.
-    encoders = {}
-    for modality in settings.modalities():
-        model, report = load_i3d(settings.weights_for(modality), IN_CHANNELS[modality])
-        weights[modality]["tensors_loaded"] = report.matched
-        weights[modality]["tensors_ignored"] = len(report.unexpected)
-        encoders[modality] = ClipEncoder(model, device, settings.amp)
-    if device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True  # one clip shape per run
-
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the output folder ({exc.strerror or exc})", out_dir) from None
     described = _describe_settings(settings, device, batch_size, weights)
     manifest = Manifest(out_dir / MANIFEST_NAME, "extract", described)
     _check_resumable(manifest, described, overwrite, out_dir)
     channels = CHANNELS * len(settings.modalities())
+    to_do = {item.name for item in items
+             if item.problem is None and (overwrite or not _finished(item, out_dir, manifest, channels))}
+    encoders = _load_encoders(settings, device) if to_do else {}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder ({exc.strerror or exc})", out_dir) from None
     if on_start is not None:
         on_start(len(items))
 
@@ -474,10 +467,8 @@ def extract_features(
             finish(TaskResult(item.name, FAILED, error=item.problem))
             continue
         target = out_dir / f"{item.name}.npy"
-        previous = manifest.get(item.name)
-        if (not overwrite and feature_output_is_complete(target, channels) and previous
-                and previous.get("status") == DONE):
-            finish(TaskResult(item.name, SKIPPED, info=previous))
+        if item.name not in to_do:
+            finish(TaskResult(item.name, SKIPPED, info=manifest.get(item.name)))
             continue
         if jobs == 1:
             tasks.append(Task(item.name, extract_one, (item, target, settings, encoders, batch_size),
@@ -490,6 +481,21 @@ def extract_features(
         manifest.save()
         write_features_json(out_dir, described, weights, manifest, [item.name for item in items])
     return BatchReport([results[item.name] for item in items], out_dir, manifest.path)
+
+
+def _finished(item: SourceItem, out_dir: Path, manifest: Manifest, channels: int) -> bool:
+    previous = manifest.get(item.name)
+    return (isinstance(previous, dict) and previous.get("status") == DONE
+            and feature_output_is_complete(out_dir / f"{item.name}.npy", channels))
+
+
+def _load_encoders(settings: ExtractSettings, device: str) -> dict[str, ClipEncoder]:
+    """Every network, loaded once before the first video: a wrong file fails here, not per video."""
+    encoders = {m: ClipEncoder(load_i3d(settings.weights_for(m), IN_CHANNELS[m])[0], device, settings.amp)
+                for m in settings.modalities()}
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # one clip shape per run
+    return encoders
 
 
 def write_features_json(out_dir: Path, described: dict, weights: dict, manifest: Manifest, names: list[str]) -> Path:
