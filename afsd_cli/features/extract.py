@@ -16,14 +16,14 @@ import contextlib
 import hashlib
 import itertools
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from afsd_cli.data.batch import DONE, FAILED, SKIPPED, Task, TaskResult, check_backend, resolve_jobs, run_batch
+from afsd_cli.data.batch import DONE, FAILED, SKIPPED, Task, TaskResult, check_backend, run_batch
 from afsd_cli.data.manifest import MANIFEST_NAME, Manifest
 from afsd_cli.data.pipeline import MANIFEST_SAVE_INTERVAL_S, BatchReport
 from afsd_cli.data.video import VIDEO_EXTENSIONS, list_videos
@@ -182,15 +182,15 @@ class StreamEncoder:
 
 
 def _source_chunks(item: SourceItem, settings: ExtractSettings, decode_threads: int | None):
-    """(iterator of {modality: chunk}, record) for one item; the record fills in while iterating."""
+    """(iterator of {modality: chunk}, record, video stream or None) for one item."""
     wanted = settings.modalities()
     record: dict[str, Any] = {"source": str(item.path), "kind": item.kind}
     rgb: Iterator[np.ndarray] | None = None
+    stream = None
     if item.kind == "video":
         stream = open_video(item.path, settings.size, settings.fps, decode_threads=decode_threads)
         rgb = stream.chunks
         record.update(native_fps=stream.fps, fps=stream.sample_fps)
-        record["_stream"] = stream
     else:
         record["fps"] = _array_fps(item, settings)
         if "rgb" in wanted or item.flow_path is None:
@@ -219,7 +219,7 @@ def _source_chunks(item: SourceItem, settings: ExtractSettings, decode_threads: 
             if last is not None:
                 yield {"flow": last}
 
-    return steps(), record
+    return steps(), record, stream
 
 
 def _flow_device(settings: ExtractSettings) -> str:
@@ -238,12 +238,24 @@ def extract_one(item: SourceItem, target: Path, settings: ExtractSettings, encod
                 batch_size: int, decode_threads: int | None = None,
                 on_clips: Callable[[int], Any] | None = None) -> dict:
     """Features of one item written to ``target``; returns its record for features.json."""
-    steps, record = _source_chunks(item, settings, decode_threads)
+    steps, record, stream = _source_chunks(item, settings, decode_threads)
     streams = {m: StreamEncoder(encoders[m], settings, batch_size, item.flow_path if m == "flow" and item.flow_path
                                 else item.path, on_clips) for m in settings.modalities()}
     for step in steps:
         for modality, chunk in step.items():
             streams[modality].push(chunk)
+    count, table = _feature_table(item, settings, streams)
+    write_npy(target, table)
+    if stream is not None:
+        record["native_frames"] = stream.decoded
+    fps = record.get("fps")
+    record.update(frames=count, features=int(table.shape[0]), shape=list(table.shape), output=target.name,
+                  duration=count / fps if fps else None, work_frames=int(table.shape[0]) * len(streams))
+    return record
+
+
+def _feature_table(item: SourceItem, settings: ExtractSettings, streams: dict[str, StreamEncoder]):
+    """(frames, float32 [T', C]) once every stream is finished, checked against the definition."""
     features = {m: stream.finish() for m, stream in streams.items()}
     frames = {m: stream.frames for m, stream in streams.items()}
     if len(set(frames.values())) > 1:
@@ -251,18 +263,13 @@ def extract_one(item: SourceItem, target: Path, settings: ExtractSettings, encod
     count = next(iter(frames.values()))
     expected = feature_count(count, settings.clip_frames, settings.stride)
     table = np.concatenate([features[m] for m in settings.modalities()], axis=1).astype(np.float32, copy=False)
-    if table.shape[0] != expected or not np.isfinite(table).all():
-        problem = "non-finite values (NaN/inf weights or overflow; try --amp off)" if table.shape[0] == expected else \
-            f"{table.shape[0]} features for {count} frames, expected {expected}"
-        raise InputError(f"feature extraction produced {problem}", item.path)
-    write_npy(target, table)
-    stream = record.pop("_stream", None)
-    if stream is not None:
-        record["native_frames"] = stream.decoded
-    fps = record.get("fps")
-    record.update(frames=count, features=int(table.shape[0]), shape=list(table.shape), output=target.name,
-                  duration=count / fps if fps else None, work_frames=int(table.shape[0]) * len(streams))
-    return record
+    if table.shape[0] != expected:
+        raise InputError(f"feature extraction produced {table.shape[0]} features for {count} frames, expected {expected}",
+                         item.path)
+    if not np.isfinite(table).all():
+        raise InputError("feature extraction produced non-finite values (NaN/inf in the weights, or an fp16 "
+                         "overflow: try --amp bf16 or off)", item.path)
+    return count, table
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,8 +281,7 @@ _WORKER_ENCODERS: dict[tuple, dict[str, ClipEncoder]] = {}
 def _encoders_for(settings: ExtractSettings, device: str) -> dict[str, ClipEncoder]:
     key = (settings.modality, settings.weights, settings.flow_weights, device, settings.amp)
     if key not in _WORKER_ENCODERS:
-        _WORKER_ENCODERS[key] = {m: ClipEncoder(load_i3d(settings.weights_for(m), IN_CHANNELS[m])[0], device,
-                                                settings.amp) for m in settings.modalities()}
+        _WORKER_ENCODERS[key] = _load_encoders(settings, device)
     return _WORKER_ENCODERS[key]
 
 
