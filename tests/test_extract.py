@@ -358,3 +358,15 @@ def test_cli_extracts_and_reports_one_line_errors(weights, tmp_path):
     fps = runner.invoke(app, ["extract", str(tmp_path / "frames"), str(tmp_path / "out4"), "--weights",
                               str(weights["rgb"]), "--fps", "fast"])
     assert fps.exit_code == 1 and "--fps must be 'native' or a number" in fps.output
+
+
+def test_help_and_the_time_mapping_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from afsd_cli.cli import app; "
+            "import afsd_cli.features.timeline; out = CliRunner().invoke(app, ['--help']).output; "
+            "assert 'extract' in out, out; assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=REFERENCE.parents[3])
+    assert result.returncode == 0, result.stderr
