@@ -12,12 +12,13 @@ import torch
 from typer.testing import CliRunner
 
 from afsd_cli.cli import app
-from afsd_cli.errors import CheckpointError, ConfigError
+from afsd_cli.errors import CheckpointError, ConfigError, InputError
 from afsd_cli.features import sources
 from afsd_cli.features.extract import (
     ClipEncoder,
     ExtractSettings,
     SourceItem,
+    collect_sources,
     extract_features,
     extract_one,
     load_i3d,
@@ -262,9 +263,22 @@ def test_video_resampled_to_fewer_fps(encoders, tmp_path):
     record = extract_one(SourceItem("clip", video, "video"), tmp_path / "out.npy", settings, encoders, batch_size=8)
     assert record["fps"] == 10.0 and record["native_fps"] == pytest.approx(30.0)
     assert record["frames"] == 10 and record["native_frames"] == 30 and record["features"] == 4
-    with pytest.raises(Exception, match="above the video's 30 fps"):
+    with pytest.raises(InputError, match="above the video's 30 fps"):
         extract_one(SourceItem("clip", video, "video"), tmp_path / "up.npy",
                     ExtractSettings(size=32, fps=60.0), encoders, batch_size=8)
+
+
+def test_frame_arrays_take_their_rate_from_the_prepare_manifest(encoders, tmp_path):
+    _array(tmp_path / "npy", "clip", (20, 32, 32, 3), 4)
+    (tmp_path / "npy" / "manifest.json").write_text(json.dumps(
+        {"command": "prepare", "items": {"clip": {"status": "done", "sample_fps": 10.0}}}))
+    [item] = collect_sources([tmp_path / "npy"])
+    assert item.kind == "frames" and item.array_fps == 10.0
+    settings = ExtractSettings(size=32, clip_frames=8, stride=4)
+    record = extract_one(item, tmp_path / "out.npy", settings, encoders, batch_size=8)
+    assert record["fps"] == 10.0 and record["duration"] == pytest.approx(2.0) and record["features"] == 4
+    with pytest.raises(InputError, match="never resamples frame arrays"):
+        extract_one(item, tmp_path / "out.npy", ExtractSettings(size=32, fps=25.0), encoders, batch_size=8)
 
 
 def test_flow_computed_from_frames_equals_flow_arrays(encoders, tmp_path, monkeypatch):
