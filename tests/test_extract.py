@@ -114,6 +114,16 @@ def test_batch_size_does_not_change_features(encoders, reference, tmp_path):
     assert_features_close(np.load(tmp_path / "out.npy"), reference["rgb"])
 
 
+def test_bf16_autocast_stays_close_and_stores_float32(weights, reference, tmp_path):
+    shape, seed, size, clip_frames, stride = REFERENCE_CASES["rgb_short"]
+    clip = np.concatenate([generated_frames(shape, seed), np.repeat(generated_frames(shape, seed)[-1:], 6, 0)])
+    encoder = ClipEncoder(load_i3d(weights["rgb"], 3)[0], "cpu", amp="bf16")
+    features = encoder(clip[None])
+    assert features.dtype == np.float32
+    error = np.linalg.norm(features - reference["rgb_short"]) / np.linalg.norm(reference["rgb_short"])
+    assert 0 < error < 0.03  # bf16 keeps 8 bits of mantissa: visible, small
+
+
 # --------------------------------------------------------------------------------------------
 # the folder job: both, features.json, resume
 
