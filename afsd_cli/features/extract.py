@@ -48,7 +48,9 @@ AMP_MODES = ("off", "bf16", "fp16")
 ENDPOINT = "Mixed_5c"
 CHANNELS = 1024  # Mixed_5c
 IN_CHANNELS = {"rgb": 3, "flow": 2}
-DEFAULT_BATCH = {"cpu": 8, "cuda": 32}
+# Clips per forward pass: on the CPU, batching clips of 160 px and more only adds memory traffic
+# (benchmarks/results_extract.md).
+CUDA_BATCH, CPU_BATCH_SMALL_CLIPS, CPU_BATCH_LARGE_CLIPS, LARGE_CLIP_PX = 32, 8, 1, 160
 # Changing one of these changes the features: a folder made with other values is not resumed.
 FEATURE_SETTINGS = ("modality", "clip_frames", "stride", "size", "fps", "flow_method", "weights_sha256")
 
@@ -126,13 +128,16 @@ class ClipEncoder:
 
     def __init__(self, model: torch.nn.Module, device: str, amp: str = "off"):
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        # On the CPU, channels-last convolutions are 10-25 % faster (benchmarks/results_extract.md),
+        # and the clips already come channels-last.
+        self.memory_format = torch.channels_last_3d if self.device.type == "cpu" else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format).eval()
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
     def __call__(self, clips: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(clips)).to(self.device, non_blocking=True)
         # [B, T, H, W, C] → [B, C, T, H, W], then x/255*2-1 as pytorch-i3d's data loaders scale
-        x = x.permute(0, 4, 1, 2, 3).contiguous().float().div_(255).mul_(2).sub_(1)
+        x = x.permute(0, 4, 1, 2, 3).contiguous(memory_format=self.memory_format).float().div_(255).mul_(2).sub_(1)
         autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
                     else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
@@ -296,6 +301,12 @@ def _extract_in_worker(item: SourceItem, target: str, settings: ExtractSettings,
 # the folder job
 
 
+def default_batch_size(device: str, size: int) -> int:
+    if device.startswith("cuda"):
+        return CUDA_BATCH
+    return CPU_BATCH_LARGE_CLIPS if size >= LARGE_CLIP_PX else CPU_BATCH_SMALL_CLIPS
+
+
 def check_settings(settings: ExtractSettings) -> None:
     if settings.modality not in MODALITIES:
         raise ConfigError(f"unknown modality {settings.modality!r}; choose one of {', '.join(MODALITIES)}")
@@ -436,7 +447,7 @@ def extract_features(
     device = resolve_device(settings.device)
     if settings.amp == "fp16" and not device.startswith("cuda"):
         raise ConfigError("--amp fp16 needs a CUDA device (use bf16 or off on the CPU)")
-    batch_size = settings.batch_size or DEFAULT_BATCH["cuda" if device.startswith("cuda") else "cpu"]
+    batch_size = settings.batch_size or default_batch_size(device, settings.size)
     weights = {m: {"path": str(settings.weights_for(m)), "sha256": file_sha256(settings.weights_for(m))}
                for m in settings.modalities()}
     described = _describe_settings(settings, device, batch_size, weights)
