@@ -6,7 +6,8 @@
 Prints markdown tables. "network": median clips/s of ``repeats`` timed batches of 16-frame clips
 after one warm-up (``ClipEncoder``: uint8 → x/255*2-1 → I3D to Mixed_5c → mean), random weights
 (speed does not depend on them). "end to end": ``extract_features`` on a synthetic 30 fps MJPG
-video (decode, Pillow bicubic resize, centre crop, network, atomic write), clips/s of wall time.
+video (decode, Pillow bicubic resize, centre crop, network, atomic write) at the default batch size,
+clips/s of wall time. "layout": the network alone with contiguous vs channels-last tensors.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from afsd_cli.features.extract import ClipEncoder, ExtractSettings, extract_features
+from afsd_cli.features.extract import ClipEncoder, ExtractSettings, default_batch_size, extract_features
 from afsd_cli.model.i3d import InceptionI3d
 
 
@@ -29,8 +30,12 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def network_clips_per_second(size: int, batch: int, device: str, amp: str, repeats: int) -> float:
+def network_clips_per_second(size: int, batch: int, device: str, amp: str, repeats: int,
+                             memory_format: torch.memory_format | None = None) -> float:
     encoder = ClipEncoder(InceptionI3d(3), device, amp)
+    if memory_format is not None:  # override the encoder's choice, to compare layouts
+        encoder.memory_format = memory_format
+        encoder.model.to(memory_format=memory_format)
     clips = np.random.default_rng(0).integers(0, 256, (batch, 16, size, size, 3), dtype=np.uint8)
     times = []
     for attempt in range(repeats + 1):
@@ -43,7 +48,8 @@ def network_clips_per_second(size: int, batch: int, device: str, amp: str, repea
     return batch / statistics.median(times)
 
 
-def end_to_end_clips_per_second(size: int, batch: int, device: str, amp: str, seconds: float) -> tuple[float, int]:
+def end_to_end_clips_per_second(size: int, batch: int | None, device: str, amp: str,
+                                seconds: float) -> tuple[float, int]:
     import cv2
 
     with tempfile.TemporaryDirectory() as folder:
@@ -59,7 +65,7 @@ def end_to_end_clips_per_second(size: int, batch: int, device: str, amp: str, se
             writer.write(np.ascontiguousarray(texture[:, i:i + side * 4 // 3]))
         writer.release()
         settings = ExtractSettings(weights=str(folder / "weights.pt"), size=size, device=device, amp=amp,
-                                   batch_size=batch)
+                                   batch_size=batch)  # None: the default for this device and size
         start = time.perf_counter()
         report = extract_features([folder / "clip.avi"], folder / "out", settings)
         elapsed = time.perf_counter() - start
@@ -76,6 +82,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--video-seconds", type=float, default=4.0)
+    parser.add_argument("--layout-size", type=int, default=224, help="clip side of the memory-layout comparison")
     args = parser.parse_args()
 
     print(f"torch {torch.__version__}, device {args.device}")
@@ -87,14 +94,21 @@ def main() -> None:
                 for batch in args.batch_sizes:
                     rate = network_clips_per_second(size, batch, args.device, amp, args.repeats)
                     print(f"| {threads} | {amp} | 16×{size}² | {batch} | {rate:.2f} |", flush=True)
+    print("\n| threads | clip | batch | layout | network clips/s |\n|---:|---|---:|---|---:|")
+    torch.set_num_threads(args.threads[0])
+    for repeat in range(2):  # alternate, so that a change of load hits both layouts
+        for name, layout in (("contiguous", torch.contiguous_format), ("channels-last", torch.channels_last_3d)):
+            rate = network_clips_per_second(args.layout_size, 1, args.device, "off", args.repeats, layout)
+            print(f"| {args.threads[0]} | 16×{args.layout_size}² | 1 | {name} (round {repeat + 1}) | {rate:.2f} |",
+                  flush=True)
     print("\n| threads | amp | clip | batch | video | end-to-end clips/s |\n|---:|---|---|---:|---|---:|")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for amp in args.amp:
             for size in args.sizes:
-                batch = max(args.batch_sizes)
-                rate, clips = end_to_end_clips_per_second(size, batch, args.device, amp, args.video_seconds)
-                print(f"| {threads} | {amp} | 16×{size}² | {batch} | {args.video_seconds:g} s at 30 fps, "
+                rate, clips = end_to_end_clips_per_second(size, None, args.device, amp, args.video_seconds)
+                batch = default_batch_size(args.device, size)
+                print(f"| {threads} | {amp} | 16×{size}² | {batch} (default) | {args.video_seconds:g} s at 30 fps, "
                       f"{clips} clips | {rate:.2f} |", flush=True)
 
 
