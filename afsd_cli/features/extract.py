@@ -443,7 +443,8 @@ def extract_features(
     for entry in inputs + ([Path(settings.flow_input)] if settings.flow_input else []):
         if entry.is_dir() and entry.resolve() == out_dir.resolve():
             raise ConfigError("OUT must differ from the input folders (the outputs have the same names)", out_dir)
-    items = collect_sources(inputs, settings.flow_input)
+    items = collect_sources(inputs, settings.flow_input if "flow" in settings.modalities() else None)
+    sources = {item.name: str(item.path) if item.path else None for item in items}
     device = resolve_device(settings.device)
     if settings.amp == "fp16" and not device.startswith("cuda"):
         raise ConfigError("--amp fp16 needs a CUDA device (use bf16 or off on the CPU)")
@@ -469,7 +470,8 @@ def extract_features(
     def finish(result: TaskResult) -> None:
         results[result.name] = result
         if result.status == FAILED:
-            manifest.record(result.name, {"status": FAILED, "error": result.error, "seconds": round(result.seconds, 3)})
+            manifest.record(result.name, {"status": FAILED, "source": sources.get(result.name), "error": result.error,
+                                          "seconds": round(result.seconds, 3)})
         elif result.status == DONE:
             manifest.record(result.name, {"status": DONE, "seconds": round(result.seconds, 3), **result.info})
         manifest.save(throttle_s=MANIFEST_SAVE_INTERVAL_S)
