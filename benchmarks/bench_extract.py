@@ -107,7 +107,7 @@ def main() -> None:
         for amp in args.amp:
             for size in args.sizes:
                 rate, clips = end_to_end_clips_per_second(size, None, args.device, amp, args.video_seconds)
-                batch = default_batch_size(args.device, size)
+                batch = default_batch_size(args.device)
                 print(f"| {threads} | {amp} | 16×{size}² | {batch} (default) | {args.video_seconds:g} s at 30 fps, "
                       f"{clips} clips | {rate:.2f} |", flush=True)
 

@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         fps: str = typer.Option("native", "--fps", help="native (every frame of the video) or N (resample videos to N fps)."),
         device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (CUDA when available)."),
         amp: str = typer.Option("off", "--amp", help="off (float32), bf16 or fp16 (CUDA) autocast."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, max=4096, help="Clips per forward pass (default: 32 on CUDA; on CPU 8, or 1 from --size 160)."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, max=4096, help="Clips per forward pass (default 8 on CPU, 32 on CUDA)."),
         jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=256, help="Worker processes (CPU: they share the cores; 1 uses every core in one process)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose features already exist."),
     ) -> None:

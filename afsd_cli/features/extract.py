@@ -48,9 +48,7 @@ AMP_MODES = ("off", "bf16", "fp16")
 ENDPOINT = "Mixed_5c"
 CHANNELS = 1024  # Mixed_5c
 IN_CHANNELS = {"rgb": 3, "flow": 2}
-# Clips per forward pass: on the CPU, batching clips of 160 px and more only adds memory traffic
-# (benchmarks/results_extract.md).
-CUDA_BATCH, CPU_BATCH_SMALL_CLIPS, CPU_BATCH_LARGE_CLIPS, LARGE_CLIP_PX = 32, 8, 1, 160
+DEFAULT_BATCH = {"cpu": 8, "cuda": 32}  # clips per forward pass (benchmarks/results_extract.md)
 # Changing one of these changes the features: a folder made with other values is not resumed.
 FEATURE_SETTINGS = ("modality", "clip_frames", "stride", "size", "fps", "flow_method", "weights_sha256")
 
@@ -301,10 +299,8 @@ def _extract_in_worker(item: SourceItem, target: str, settings: ExtractSettings,
 # the folder job
 
 
-def default_batch_size(device: str, size: int) -> int:
-    if device.startswith("cuda"):
-        return CUDA_BATCH
-    return CPU_BATCH_LARGE_CLIPS if size >= LARGE_CLIP_PX else CPU_BATCH_SMALL_CLIPS
+def default_batch_size(device: str) -> int:
+    return DEFAULT_BATCH["cuda" if device.startswith("cuda") else "cpu"]
 
 
 def check_settings(settings: ExtractSettings) -> None:
@@ -448,7 +444,7 @@ def extract_features(
     device = resolve_device(settings.device)
     if settings.amp == "fp16" and not device.startswith("cuda"):
         raise ConfigError("--amp fp16 needs a CUDA device (use bf16 or off on the CPU)")
-    batch_size = settings.batch_size or default_batch_size(device, settings.size)
+    batch_size = settings.batch_size or default_batch_size(device)
     weights = {m: {"path": str(settings.weights_for(m)), "sha256": file_sha256(settings.weights_for(m))}
                for m in settings.modalities()}
     described = _describe_settings(settings, device, batch_size, weights)
