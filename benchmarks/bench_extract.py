@@ -82,7 +82,9 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--video-seconds", type=float, default=4.0)
-    parser.add_argument("--layout-size", type=int, default=224, help="clip side of the memory-layout comparison")
+    parser.add_argument("--layout-size", type=int, default=112, help="clip side of the memory-layout comparison")
+    parser.add_argument("--layout-batch", type=int, default=4)
+    parser.add_argument("--layout-rounds", type=int, default=6)
     args = parser.parse_args()
 
     print(f"torch {torch.__version__}, device {args.device}")
@@ -94,13 +96,16 @@ def main() -> None:
                 for batch in args.batch_sizes:
                     rate = network_clips_per_second(size, batch, args.device, amp, args.repeats)
                     print(f"| {threads} | {amp} | 16×{size}² | {batch} | {rate:.2f} |", flush=True)
-    print("\n| threads | clip | batch | layout | network clips/s |\n|---:|---|---:|---|---:|")
+    layout_rates: dict[str, list[float]] = {"contiguous": [], "channels-last": []}
     torch.set_num_threads(args.threads[0])
-    for repeat in range(2):  # alternate, so that a change of load hits both layouts
+    for _ in range(args.layout_rounds):  # alternate, so that a change of load hits both layouts
         for name, layout in (("contiguous", torch.contiguous_format), ("channels-last", torch.channels_last_3d)):
-            rate = network_clips_per_second(args.layout_size, 1, args.device, "off", args.repeats, layout)
-            print(f"| {args.threads[0]} | 16×{args.layout_size}² | 1 | {name} (round {repeat + 1}) | {rate:.2f} |",
-                  flush=True)
+            layout_rates[name].append(network_clips_per_second(args.layout_size, args.layout_batch, args.device, "off",
+                                                               args.repeats, layout))
+    print(f"\n| layout ({args.threads[0]} thread(s), 16×{args.layout_size}², batch {args.layout_batch}) "
+          "| median clips/s | rounds |\n|---|---:|---|")
+    for name, rates in layout_rates.items():
+        print(f"| {name} | {statistics.median(rates):.2f} | {' '.join(f'{r:.2f}' for r in rates)} |", flush=True)
     print("\n| threads | amp | clip | batch | video | end-to-end clips/s |\n|---:|---|---|---:|---|---:|")
     for threads in args.threads:
         torch.set_num_threads(threads)
