@@ -1,7 +1,7 @@
 """Speed of `afsd extract`: I3D clips per second, network alone and the whole path from a video.
 
     .venv/bin/python benchmarks/bench_extract.py [--threads 2] [--device cpu|cuda] [--amp off bf16]
-                                                 [--sizes 224 112] [--batch-sizes 1 8] [--repeats 3]
+                                                 [--sizes 224 112] [--batch-sizes 1 8] [--repeats 3] [--check]
 
 Prints markdown tables. "network": median clips/s of ``repeats`` timed batches of 16-frame clips
 after one warm-up (``ClipEncoder``: uint8 → x/255*2-1 → I3D to Mixed_5c → mean), random weights
@@ -48,6 +48,16 @@ def network_clips_per_second(size: int, batch: int, device: str, amp: str, repea
     return batch / statistics.median(times)
 
 
+def device_agreement(size: int, device: str, amp: str) -> float:
+    """Relative L2 distance between features on ``device``/``amp`` and float32 on the CPU."""
+    torch.manual_seed(0)
+    model = InceptionI3d(3).eval()
+    clips = np.random.default_rng(1).integers(0, 256, (2, 16, size, size, 3), dtype=np.uint8)
+    reference = ClipEncoder(model, "cpu", "off")(clips)
+    features = ClipEncoder(model, device, amp)(clips)
+    return float(np.linalg.norm(features - reference) / np.linalg.norm(reference))
+
+
 def end_to_end_clips_per_second(size: int, batch: int | None, device: str, amp: str,
                                 seconds: float) -> tuple[float, int]:
     import cv2
@@ -85,9 +95,14 @@ def main() -> None:
     parser.add_argument("--layout-size", type=int, default=112, help="clip side of the memory-layout comparison")
     parser.add_argument("--layout-batch", type=int, default=4)
     parser.add_argument("--layout-rounds", type=int, default=6)
+    parser.add_argument("--check", action="store_true", help="first compare --device/--amp features with CPU float32")
     args = parser.parse_args()
 
     print(f"torch {torch.__version__}, device {args.device}")
+    if args.check:
+        print("\n| amp | clip | relative L2 vs CPU float32 |\n|---|---|---:|")
+        for amp in args.amp:
+            print(f"| {amp} | 16×{args.sizes[0]}² | {device_agreement(args.sizes[0], args.device, amp):.2e} |", flush=True)
     print("\n| threads | amp | clip | batch | network clips/s |\n|---:|---|---|---:|---:|")
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -102,9 +117,10 @@ def main() -> None:
         for name, layout in (("contiguous", torch.contiguous_format), ("channels-last", torch.channels_last_3d)):
             layout_rates[name].append(network_clips_per_second(args.layout_size, args.layout_batch, args.device, "off",
                                                                args.repeats, layout))
-    print(f"\n| layout ({args.threads[0]} thread(s), 16×{args.layout_size}², batch {args.layout_batch}) "
-          "| median clips/s | rounds |\n|---|---:|---|")
-    for name, rates in layout_rates.items():
+    if args.layout_rounds:
+        print(f"\n| layout ({args.threads[0]} thread(s), 16×{args.layout_size}², batch {args.layout_batch}) "
+              "| median clips/s | rounds |\n|---|---:|---|")
+    for name, rates in layout_rates.items() if args.layout_rounds else ():
         print(f"| {name} | {statistics.median(rates):.2f} | {' '.join(f'{r:.2f}' for r in rates)} |", flush=True)
     print("\n| threads | amp | clip | batch | video | end-to-end clips/s |\n|---:|---|---|---:|---|---:|")
     for threads in args.threads:
