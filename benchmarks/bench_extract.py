@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from afsd_cli.features.extract import ClipEncoder, ExtractSettings, default_batch_size, extract_features
+from afsd_cli.features.extract import ExtractSettings, extract_features
+from afsd_cli.features.network import ClipEncoder, default_batch_size
 from afsd_cli.model.i3d import InceptionI3d
 
 

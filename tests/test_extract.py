@@ -14,15 +14,8 @@ from typer.testing import CliRunner
 from afsd_cli.cli import app
 from afsd_cli.errors import CheckpointError, ConfigError, InputError
 from afsd_cli.features import sources
-from afsd_cli.features.extract import (
-    ClipEncoder,
-    ExtractSettings,
-    SourceItem,
-    collect_sources,
-    extract_features,
-    extract_one,
-    load_i3d,
-)
+from afsd_cli.features.extract import ExtractSettings, SourceItem, collect_sources, extract_features, extract_one
+from afsd_cli.features.network import ClipEncoder, load_i3d
 from afsd_cli.features.sources import ClipAssembler, crop_offsets, resized_shape, short_side_for
 from afsd_cli.features.timeline import (
     feature_count,

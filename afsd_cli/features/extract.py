@@ -2,9 +2,8 @@
 
 Feature ``i`` of a video is computed from frames ``[i*stride, i*stride + clip_frames)`` of its
 sampled frame sequence (see ``features/sources.py`` for decoding, resizing and the crop), scaled
-to [-1, 1] as ``x/255*2-1``, run through the Inception-I3D up to ``Mixed_5c`` (``model/i3d.py``)
-in eval mode and averaged over time and space. For 16 frames of 224 px this is pytorch-i3d's
-``InceptionI3d.extract_features`` (``Mixed_5c`` then ``AvgPool3d([2, 7, 7])``). ``both`` puts
+to [-1, 1] as ``x/255*2-1``, run through the Inception-I3D up to ``Mixed_5c`` in eval mode and
+averaged over time and space (``features/network.py``). ``both`` puts
 the RGB channels first, then flow. Outputs: ``OUT/<video>.npy`` float32 ``[T', C]``,
 ``OUT/features.json`` (settings, weights' sha256, time mapping, one record per video) and
 ``OUT/manifest.json`` (per-item status, as ``prepare`` keeps it).
@@ -12,8 +11,6 @@ the RGB channels first, then flow. Outputs: ``OUT/<video>.npy`` float32 ``[T', C
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import itertools
 import os
 from dataclasses import asdict, dataclass
@@ -29,6 +26,15 @@ from afsd_cli.data.pipeline import MANIFEST_SAVE_INTERVAL_S, BatchReport
 from afsd_cli.data.video import VIDEO_EXTENSIONS, list_videos
 from afsd_cli.engine.inference import resolve_device
 from afsd_cli.errors import CheckpointError, ConfigError, InputError
+from afsd_cli.features.network import (
+    CHANNELS,
+    ENDPOINT,
+    IN_CHANNELS,
+    ClipEncoder,
+    default_batch_size,
+    file_sha256,
+    load_i3d,
+)
 from afsd_cli.features.sources import (
     ClipAssembler,
     FlowFromFrames,
@@ -45,10 +51,6 @@ FEATURES_JSON = "features.json"
 FORMAT_VERSION = 1
 MODALITIES = ("rgb", "flow", "both")
 AMP_MODES = ("off", "bf16", "fp16")
-ENDPOINT = "Mixed_5c"
-CHANNELS = 1024  # Mixed_5c
-IN_CHANNELS = {"rgb": 3, "flow": 2}
-DEFAULT_BATCH = {"cpu": 8, "cuda": 32}  # clips per forward pass (benchmarks/results_extract.md)
 # Changing one of these changes the features: a folder made with other values is not resumed.
 FEATURE_SETTINGS = ("modality", "clip_frames", "stride", "size", "fps", "flow_method", "weights_sha256")
 
@@ -93,54 +95,7 @@ class SourceItem:
 
 
 # --------------------------------------------------------------------------------------------
-# the network
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_i3d(path: str | Path, in_channels: int):
-    """The I3D up to Mixed_5c with every tensor from ``path`` (pytorch-i3d file or AFSD checkpoint).
-
-    Loading is ``I3DBackbone.load_pretrained``'s; here a file that leaves any weight at its
-    random initial value is refused, since its features would be noise.
-    """
-    from afsd_cli.model.i3d import I3DBackbone
-
-    backbone = I3DBackbone(in_channels)
-    report = backbone.load_pretrained(path)
-    missing = [key for key in report.missing if not key.endswith("num_batches_tracked")]
-    if missing:
-        raise CheckpointError(
-            f"I3D weights incomplete: {len(missing)} tensor(s) missing (e.g. {', '.join(missing[:3])})", path)
-    return backbone._model.eval(), report
-
-
-class ClipEncoder:
-    """uint8 clips ``[B, T, H, W, C]`` → float32 features ``[B, 1024]`` on one device."""
-
-    def __init__(self, model: torch.nn.Module, device: str, amp: str = "off"):
-        self.device = torch.device(device)
-        # On the CPU, channels-last convolutions measured 1.26x faster (benchmarks/results_extract.md),
-        # and the clips already come channels-last.
-        self.memory_format = torch.channels_last_3d if self.device.type == "cpu" else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=self.memory_format).eval()
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-
-    def __call__(self, clips: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(clips)).to(self.device, non_blocking=True)
-        # [B, T, H, W, C] → [B, C, T, H, W], then x/255*2-1 as pytorch-i3d's data loaders scale
-        x = x.permute(0, 4, 1, 2, 3).contiguous(memory_format=self.memory_format).float().div_(255).mul_(2).sub_(1)
-        autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
-                    else contextlib.nullcontext())
-        with torch.inference_mode(), autocast:
-            volume = self.model(x, (ENDPOINT,))[ENDPOINT]
-        return volume.float().mean(dim=(2, 3, 4)).cpu().numpy()
+# one video
 
 
 class StreamEncoder:
@@ -299,10 +254,6 @@ def _extract_in_worker(item: SourceItem, target: str, settings: ExtractSettings,
 # the folder job
 
 
-def default_batch_size(device: str) -> int:
-    return DEFAULT_BATCH["cuda" if device.startswith("cuda") else "cpu"]
-
-
 def check_settings(settings: ExtractSettings) -> None:
     if settings.modality not in MODALITIES:
         raise ConfigError(f"unknown modality {settings.modality!r}; choose one of {', '.join(MODALITIES)}")
@@ -435,16 +386,9 @@ def extract_features(
     check_settings(settings)
     check_backend(backend)
     out_dir = Path(out_dir)
-    inputs = [Path(p) for p in inputs]
-    for entry in inputs + ([Path(settings.flow_input)] if settings.flow_input else []):
-        if entry.is_dir() and entry.resolve() == out_dir.resolve():
-            raise ConfigError("OUT must differ from the input folders (the outputs have the same names)", out_dir)
+    _check_out_dir(out_dir, [Path(p) for p in inputs], settings)
     items = collect_sources(inputs, settings.flow_input if "flow" in settings.modalities() else None)
-    sources = {item.name: str(item.path) if item.path else None for item in items}
-    device = resolve_device(settings.device)
-    if settings.amp == "fp16" and not device.startswith("cuda"):
-        raise ConfigError("--amp fp16 needs a CUDA device (use bf16 or off on the CPU)")
-    batch_size = settings.batch_size or default_batch_size(device)
+    device, batch_size = _compute_settings(settings)
     weights = {m: {"path": str(settings.weights_for(m)), "sha256": file_sha256(settings.weights_for(m))}
                for m in settings.modalities()}
     described = _describe_settings(settings, device, batch_size, weights)
@@ -454,48 +398,72 @@ def extract_features(
     to_do = {item.name for item in items
              if item.problem is None and (overwrite or not _finished(item, out_dir, manifest, channels))}
     encoders = _load_encoders(settings, device) if to_do else {}
+    _make_output_dir(out_dir)
+    if on_start is not None:
+        on_start(len(items))
+
+    recorder = _Recorder(manifest, {item.name: item for item in items}, on_result)
+    jobs = min(settings.jobs, max(1, len(items)))
+    tasks: list[Task] = []
+    for item in items:
+        if item.problem is not None:
+            recorder(TaskResult(item.name, FAILED, error=item.problem))
+        elif item.name not in to_do:
+            recorder(TaskResult(item.name, SKIPPED, info=manifest.get(item.name)))
+        elif jobs == 1:
+            tasks.append(Task(item.name, extract_one, (item, out_dir / f"{item.name}.npy", settings, encoders,
+                                                       batch_size), {"on_clips": on_clips}))
+        else:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            tasks.append(Task(item.name, _extract_in_worker,
+                              (item, str(out_dir / f"{item.name}.npy"), settings, device, batch_size, threads)))
+    try:
+        run_batch(tasks, jobs=jobs, backend=backend if jobs > 1 else "sequential", on_result=recorder)
+    finally:
+        manifest.save()  # also when interrupted: what finished is on record
+        write_features_json(out_dir, described, weights, manifest, [item.name for item in items])
+    return BatchReport([recorder.results[item.name] for item in items], out_dir, manifest.path)
+
+
+class _Recorder:
+    """Keeps each result, records it in the manifest (saved every few seconds) and passes it on."""
+
+    def __init__(self, manifest: Manifest, items: dict[str, SourceItem], on_result: Callable | None):
+        self.manifest, self.items, self.on_result = manifest, items, on_result
+        self.results: dict[str, TaskResult] = {}
+
+    def __call__(self, result: TaskResult) -> None:
+        self.results[result.name] = result
+        if result.status == FAILED:
+            path = self.items[result.name].path
+            self.manifest.record(result.name, {"status": FAILED, "source": str(path) if path else None,
+                                               "error": result.error, "seconds": round(result.seconds, 3)})
+        elif result.status == DONE:
+            self.manifest.record(result.name, {"status": DONE, "seconds": round(result.seconds, 3), **result.info})
+        self.manifest.save(throttle_s=MANIFEST_SAVE_INTERVAL_S)
+        if self.on_result is not None:
+            self.on_result(result)
+
+
+def _check_out_dir(out_dir: Path, inputs: list[Path], settings: ExtractSettings) -> None:
+    for entry in inputs + ([Path(settings.flow_input)] if settings.flow_input else []):
+        if entry.is_dir() and entry.resolve() == out_dir.resolve():
+            raise ConfigError("OUT must differ from the input folders (the outputs have the same names)", out_dir)
+
+
+def _compute_settings(settings: ExtractSettings) -> tuple[str, int]:
+    """(device, batch size) the run uses."""
+    device = resolve_device(settings.device)
+    if settings.amp == "fp16" and not device.startswith("cuda"):
+        raise ConfigError("--amp fp16 needs a CUDA device (use bf16 or off on the CPU)")
+    return device, settings.batch_size or default_batch_size(device)
+
+
+def _make_output_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the output folder ({exc.strerror or exc})", out_dir) from None
-    if on_start is not None:
-        on_start(len(items))
-
-    results: dict[str, TaskResult] = {}
-
-    def finish(result: TaskResult) -> None:
-        results[result.name] = result
-        if result.status == FAILED:
-            manifest.record(result.name, {"status": FAILED, "source": sources.get(result.name), "error": result.error,
-                                          "seconds": round(result.seconds, 3)})
-        elif result.status == DONE:
-            manifest.record(result.name, {"status": DONE, "seconds": round(result.seconds, 3), **result.info})
-        manifest.save(throttle_s=MANIFEST_SAVE_INTERVAL_S)
-        if on_result is not None:
-            on_result(result)
-
-    jobs = min(settings.jobs, max(1, len(items)))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    tasks: list[Task] = []
-    for item in items:
-        if item.problem is not None:
-            finish(TaskResult(item.name, FAILED, error=item.problem))
-            continue
-        target = out_dir / f"{item.name}.npy"
-        if item.name not in to_do:
-            finish(TaskResult(item.name, SKIPPED, info=manifest.get(item.name)))
-            continue
-        if jobs == 1:
-            tasks.append(Task(item.name, extract_one, (item, target, settings, encoders, batch_size),
-                              {"on_clips": on_clips}))
-        else:
-            tasks.append(Task(item.name, _extract_in_worker, (item, str(target), settings, device, batch_size, threads)))
-    try:
-        run_batch(tasks, jobs=jobs, backend=backend if jobs > 1 else "sequential", on_result=finish)
-    finally:
-        manifest.save()
-        write_features_json(out_dir, described, weights, manifest, [item.name for item in items])
-    return BatchReport([results[item.name] for item in items], out_dir, manifest.path)
 
 
 def _finished(item: SourceItem, out_dir: Path, manifest: Manifest, channels: int) -> bool:
