@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from afsd_cli.commands import checks, evaluate, flow, fuse, predict, prepare, train
+from afsd_cli.commands import checks, evaluate, extract, flow, fuse, predict, prepare, train
 
 app = typer.Typer(
     name="afsd",
@@ -15,7 +15,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (prepare, flow, train, predict, fuse, evaluate, checks):
+for module in (prepare, flow, train, predict, fuse, evaluate, checks, extract):
     module.register(app)
 
 

@@ -24,6 +24,7 @@ class BatchProgress:
         self.unit = unit
         self.task = None
         self.frames = 0
+        self.partial = 0  # work reported by on_clips for the item in progress
         self.started = time.perf_counter()
 
     def on_start(self, total: int) -> None:
@@ -33,9 +34,20 @@ class BatchProgress:
     def on_result(self, result) -> None:
         if result.status == "done":
             self.frames += result.frames
+        self.partial = 0
+        self.progress.update(self.task, advance=1, rate=self._rate(self.frames))
+
+    def on_clips(self, count: int) -> None:
+        """Work done inside the item in progress (extract reports every batch of clips)."""
+        self.partial += count
+        self.progress.update(self.task, rate=self._rate(self.frames + self.partial))
+
+    def _rate(self, work: int) -> str:
         elapsed = time.perf_counter() - self.started
-        rate = f"{self.frames / elapsed:,.0f} {self.unit}/s" if elapsed > 0 and self.frames else ""
-        self.progress.update(self.task, advance=1, rate=rate)
+        if elapsed <= 0 or not work:
+            return ""
+        rate = work / elapsed
+        return f"{rate:,.0f} {self.unit}/s" if rate >= 100 else f"{rate:.2g} {self.unit}/s"
 
 
 @contextmanager
