@@ -464,6 +464,9 @@ def train(
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(run_dir / "config.yaml")
+            from afsd_cli.profile import resolve_profile
+
+            write_json(run_dir / "profile.json", resolve_profile(cfg).to_dict())  # what the dataset is
             write_json(run_dir / "env.json", environment_report(device, ctx.world_size, amp))
 
         wrapped: nn.Module = model
