@@ -119,8 +119,9 @@ def _plan_sources(video_dir: Path, dataset: str, annotations: Path | None, gt: d
     if video_names is not None or (annotations is not None and dataset == "thumos14"):
         # As upstream: exactly the annotated videos, sorted; a listed video without a file fails.
         names = video_names if video_names is not None else read_annotated_thumos_videos(annotations)
+        below = _videos_below(video_dir) if video_names is not None else {}
         for name in names:
-            source = find_video(video_dir, name)
+            source = find_video(video_dir, name) or below.get(name)
             listed = f"listed in {annotations.name}" if annotations is not None else "annotated"
             plan.append((name, source, None if source else f"{listed} but no video file found in {video_dir}"))
         return plan, notes
@@ -143,6 +144,17 @@ def _plan_sources(video_dir: Path, dataset: str, annotations: Path | None, gt: d
         seen[name] = source
         plan.append((name, source, None))
     return plan, notes
+
+
+def _videos_below(video_dir: Path) -> dict[str, Path]:
+    """Video files anywhere below ``video_dir`` by stem (split folders such as train/ and test/);
+    the first in sorted path order wins."""
+    wanted = {e.lower() for e in VIDEO_EXTENSIONS}
+    found: dict[str, Path] = {}
+    for path in sorted(video_dir.rglob("*")):
+        if path.suffix.lower() in wanted and not path.name.startswith(".") and path.is_file():
+            found.setdefault(path.stem, path)
+    return found
 
 
 def _thumos_info_for(name: str, record: dict) -> ThumosVideoInfo:
