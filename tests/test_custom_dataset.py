@@ -132,6 +132,7 @@ def test_evaluate_takes_subset_and_thresholds_from_the_metadata(dataset, run):
     written = json.loads(metrics.read_text())
     assert written["tiou_thresholds"] == [0.3, 0.4, 0.5, 0.6, 0.7] and written["average_mAP"] == 1.0
     assert written["num_ground_truth"] == 2  # kitchen_03 and hall_04 only
+    assert written["profile"] == document["profile"]
 
 
 def test_wrong_class_count_is_refused_before_any_run_folder(dataset):

@@ -79,7 +79,10 @@ def register(app: typer.Typer) -> None:
         console.print(_map_table(result))
         if output is not None:
             try:
-                write_json(output, result.to_dict())
+                metrics = result.to_dict()
+                if loaded.profile is not None:  # the dataset profile travels with the numbers
+                    metrics["profile"] = loaded.profile
+                write_json(output, metrics)
             except OSError as exc:
                 raise InputError(f"cannot write: {exc.strerror or exc}", output) from None
             console.print(f"metrics written to [bold]{escape(str(output))}[/]", emoji=False)
