@@ -65,6 +65,11 @@ class KindRules:
     inclusive_split: bool
     arrays_in_mp4_path: bool = False  # the official anet.yaml names its array folder video_mp4_path
 
+    @property
+    def video_mode(self) -> str:
+        """The name ``data.video.read_video`` gives this sampling rule."""
+        return "thumos14" if self.sampling == "fps" else "anet"
+
 
 KIND_RULES: dict[str, KindRules] = {
     "thumos14": KindRules(
@@ -125,10 +130,10 @@ class DatasetProfile:
 
     def decode_options(self) -> dict[str, Any]:
         """Keyword arguments of ``data.video.read_video`` that reproduce ``afsd prepare`` for this profile."""
+        mode = self.rules.video_mode
         if self.sampling == "fps":
-            return {"mode": "thumos14", "sample_fps": float(self.sample_fps or DEFAULT_SAMPLE_FPS),
-                    "size": self.frame_size}
-        return {"mode": "anet", "max_frames": int(self.max_frames or ANET_MAX_FRAMES), "size": self.frame_size}
+            return {"mode": mode, "sample_fps": float(self.sample_fps or DEFAULT_SAMPLE_FPS), "size": self.frame_size}
+        return {"mode": mode, "max_frames": int(self.max_frames or ANET_MAX_FRAMES), "size": self.frame_size}
 
     def postprocess_thresholds(self, fusion: bool) -> tuple[float | None, float]:
         """(candidate threshold or None = testing.conf_thresh, soft-NMS score threshold)."""

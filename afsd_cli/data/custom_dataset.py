@@ -91,7 +91,7 @@ def prepare_custom_dataset(
                      "the training subset")
         test_subset = train_subset
 
-    report = prepare_videos(video_dir, out_dir, dataset="thumos14", annotations=None, size=size,
+    report = prepare_videos(video_dir, out_dir, dataset="custom", annotations=None, size=size,
                             sample_fps=fps, video_names=list(annotations.videos),
                             on_start=on_start, on_result=on_result, **batch_options)
     if annotations_path.suffix.lower() == ".csv":

@@ -19,7 +19,6 @@ from afsd_cli.data.manifest import MANIFEST_NAME, Manifest
 from afsd_cli.data.video import (
     ANET_MAX_FRAMES,
     FRAME_SIZE,
-    MODES,
     RESIZE_METHODS,
     THUMOS_SAMPLE_FPS,
     VIDEO_EXTENSIONS,
@@ -111,12 +110,12 @@ def prepare_one(source: str, target: str, mode: str, resize: str, strict_count: 
     }
 
 
-def _plan_sources(video_dir: Path, dataset: str, annotations: Path | None, gt: dict | None,
+def _plan_sources(video_dir: Path, rules: Any, annotations: Path | None, gt: dict | None,
                   video_names: list[str] | None = None):
     """(name, source or None, reason-if-none) per video to produce, plus notes for the user."""
     notes: list[str] = []
     plan: list[tuple[str, Path | None, str | None]] = []
-    if video_names is not None or (annotations is not None and dataset == "thumos14"):
+    if video_names is not None or (annotations is not None and rules.annotation_format == "thumos_csv"):
         # As upstream: exactly the annotated videos, sorted; a listed video without a file fails.
         names = video_names if video_names is not None else read_annotated_thumos_videos(annotations)
         below = _videos_below(video_dir) if video_names is not None else {}
@@ -162,15 +161,16 @@ def _thumos_info_for(name: str, record: dict) -> ThumosVideoInfo:
                            float(record["count"]), int(record["sample_count"]))
 
 
-def _skipped_record(name: str, source: Path, target: Path, mode: str, previous: dict | None, max_frames: int,
-                    fixed_fps: float = THUMOS_SAMPLE_FPS) -> dict:
-    """The record of an output kept from an earlier run (manifest first, else probe + npy header)."""
+def _skipped_record(name: str, source: Path, target: Path, fixed_fps: float | None, previous: dict | None,
+                    max_frames: int) -> dict:
+    """The record of an output kept from an earlier run (manifest first, else probe + npy header);
+    ``fixed_fps`` None: the ≤ ``max_frames`` rule."""
     if previous and previous.get("status") == DONE and "sample_count" in previous:
         return dict(previous)
     shape = list(np.load(target, mmap_mode="r").shape)
     probe = probe_video(source)
     count = probe.container_count
-    sample_fps = fixed_fps if mode == "thumos14" else anet_target_fps(probe.fps, max(count, 1), max_frames)
+    sample_fps = fixed_fps if fixed_fps is not None else anet_target_fps(probe.fps, max(count, 1), max_frames)
     return {
         "status": DONE,
         "source": str(source),
@@ -207,15 +207,19 @@ def prepare_videos(
 ) -> BatchReport:
     """Convert every video of ``video_dir`` into ``out_dir/<name>.npy`` and write the info file.
 
-    ``dataset`` picks the sampling (``thumos14``: 10 fps accumulator; ``anet``: ≤768 frames) and
-    the info file (``video_info.csv`` / ``video_info.json`` in ``out_dir`` unless ``info_path``).
+    ``dataset`` (a kind of ``afsd_cli/profile.py``) picks the sampling (``thumos14``, ``custom``:
+    fixed-fps accumulator; ``anet``: ≤768 frames) and the info file (``video_info.csv`` /
+    ``video_info.json`` in ``out_dir`` unless ``info_path``).
     ``annotations``: THUMOS14 annotation CSV (only its videos, sorted) or ActivityNet GT JSON
     (only its videos; fills the annotations of the info JSON). ``video_names``: exactly these
     videos (files matched by stem, any container), e.g. those of a custom annotation JSON.
     ``sample_fps``: the fixed rate of the ``thumos14`` sampling (official 10).
     """
-    if dataset not in MODES:
-        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(MODES)}")
+    from afsd_cli.profile import kind_rules
+
+    rules = kind_rules(dataset)
+    fixed_rate = rules.sampling == "fps"
+    anet_info = rules.annotation_format == "anet_info_json"
     if resize not in RESIZE_METHODS:
         raise ConfigError(f"unknown resize method {resize!r}; choose one of {', '.join(RESIZE_METHODS)}")
     if max_frames < 1:
@@ -229,13 +233,13 @@ def prepare_videos(
     annotations = Path(annotations) if annotations is not None else None
     if not video_dir.is_dir():
         raise InputError("video folder not found", video_dir)
-    gt = read_anet_ground_truth(annotations) if annotations is not None and dataset == "anet" else None
+    gt = read_anet_ground_truth(annotations) if annotations is not None and anet_info else None
     class_ids = {}
-    if dataset == "anet":
+    if anet_info:
         names = read_class_names(class_names_path) if class_names_path else None
         class_ids = anet_class_ids(gt or {}, names)
-    info_path = Path(info_path) if info_path else out_dir / ("video_info.csv" if dataset == "thumos14" else "video_info.json")
-    plan, notes = _plan_sources(video_dir, dataset, annotations, gt, video_names)
+    info_path = Path(info_path) if info_path else out_dir / ("video_info.json" if anet_info else "video_info.csv")
+    plan, notes = _plan_sources(video_dir, rules, annotations, gt, video_names)
     if not plan:
         listed = f"listed in {annotations.name} " if annotations is not None else ""
         raise InputError(f"no video file {listed}found (extensions: {', '.join(VIDEO_EXTENSIONS)})", video_dir)
@@ -246,8 +250,8 @@ def prepare_videos(
         "prepare",
         {"dataset": dataset, "video_dir": str(video_dir), "annotations": str(annotations) if annotations else None,
          "resize": resize, "size": size, "strict_count": strict_count,
-         "max_frames": max_frames if dataset == "anet" else None,
-         "sample_fps": sample_fps if dataset == "thumos14" else None},
+         "max_frames": None if fixed_rate else max_frames,
+         "sample_fps": sample_fps if fixed_rate else None},
     )
     if not overwrite:
         notes += manifest.changed_settings(("dataset", "resize", "max_frames", "size", "sample_fps"))
@@ -284,14 +288,15 @@ def prepare_videos(
         target = out_dir / f"{name}.npy"
         if not overwrite and npy_is_complete(target, 3):
             try:
-                record = _skipped_record(name, source, target, dataset, manifest.get(name), max_frames, sample_fps)
+                record = _skipped_record(name, source, target, sample_fps if fixed_rate else None,
+                                         manifest.get(name), max_frames)
             except Exception:  # noqa: BLE001 - cannot describe the old output: redo it
                 record = None
             if record is not None:
                 manifest.record(name, record)
                 finish(TaskResult(name, SKIPPED, info=record))
                 continue
-        tasks.append(Task(name, prepare_one, (str(source), str(target), dataset, resize, strict_count, max_frames,
+        tasks.append(Task(name, prepare_one, (str(source), str(target), rules.video_mode, resize, strict_count, max_frames,
                                                     decode_threads, size, sample_fps)))
 
     try:
@@ -301,10 +306,10 @@ def prepare_videos(
 
     ordered = [results[name] for name, _, _ in plan]
     produced = {r.name: manifest.get(r.name) for r in ordered if r.status in (DONE, SKIPPED)}
-    if dataset == "thumos14":
-        _write_thumos_info(info_path, produced)
-    else:
+    if anet_info:
         _write_anet_info(info_path, produced, gt, class_ids)
+    else:
+        _write_thumos_info(info_path, produced)
     return BatchReport(ordered, out_dir, manifest.path, info_path, notes)
 
 
