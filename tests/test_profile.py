@@ -64,6 +64,9 @@ def test_custom_profile_class_list_file_wins_and_class_count_is_checked(tmp_path
     classes.write_text("zebra crossing\nApple\nBanana split\n")
     profile = resolve_profile(build_config(custom_config(tmp_path, class_index_path=str(classes), num_classes=4)))
     assert profile.class_names == ("zebra crossing", "Apple", "Banana split")
+    classes.write_text("1 3 point shot\n2 Apple\n")  # the "<id> <name>" lines prepare writes
+    profile = resolve_profile(build_config(custom_config(tmp_path, class_index_path=str(classes))))
+    assert profile.class_names == ("3 point shot", "Apple")
     with pytest.raises(ConfigError, match=r"names 2 classes: set dataset.num_classes=3 \(background \+ 2\)"):
         resolve_profile(build_config(custom_config(tmp_path, num_classes=21)))
 

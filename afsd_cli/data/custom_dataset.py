@@ -6,7 +6,7 @@ fixed fps and frame size and writes, into the output folder:
 
 * ``<video>.npy``: ``uint8 [T, size, size, 3]`` frames, as for THUMOS14 but at ``fps``;
 * ``video_info.csv``: measured fps / frame counts (the THUMOS14 video-info layout);
-* ``classes.txt``: the class names, one per line (model id = line number);
+* ``classes.txt``: ``<model id> <class name>`` lines (ids from 1; 0 is the background);
 * ``annotations.json``: only for a CSV input, its JSON conversion;
 * ``dataset.yaml``: a complete config in the official layout (``dataset.name: custom``), with
   paths relative to itself, so that ``afsd train DATA/dataset.yaml`` needs no edit.
@@ -98,7 +98,8 @@ def prepare_custom_dataset(
         measured = _measured_durations(report)
         annotations_path = write_json(out_dir / CONVERTED_ANNOTATIONS, annotations_document(annotations, measured))
     if class_names_path is None:
-        write_text(out_dir / CLASS_LIST, "".join(f"{name}\n" for name in class_names))
+        # "<id> <name>" lines: a name that itself starts with a number stays intact
+        write_text(out_dir / CLASS_LIST, "".join(f"{i} {name}\n" for i, name in enumerate(class_names, start=1)))
         class_list = out_dir / CLASS_LIST
     else:
         class_list = Path(class_names_path)
