@@ -151,6 +151,9 @@ def test_json_annotation_errors_name_the_place(tmp_path):
     path.write_text(json.dumps({"a": {}}))
     with pytest.raises(InputError, match="database"):
         read_json_annotations(path)
+    path.write_text(json.dumps({"database": {"../escape": {"subset": "training", "annotations": []}}}))
+    with pytest.raises(InputError, match="without folders"):
+        read_json_annotations(path)
     csv = tmp_path / "anno.csv"
     csv.write_text("video,start,end,label\nv1,0,1,x\nv1,2,1,x\n")
     with pytest.raises(InputError, match="line 3: expected 0 <= start < end"):

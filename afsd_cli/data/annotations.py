@@ -277,6 +277,7 @@ def read_json_annotations(path: str | Path) -> JsonAnnotations:
     videos: dict[str, JsonVideo] = {}
     for name, entry in database.items():
         where = f"database[{name!r}]"
+        _check_video_id(name, path, where)
         if not isinstance(entry, dict):
             raise InputError(f"{where}: expected an object", path)
         subset = entry.get("subset")
@@ -302,6 +303,12 @@ def read_json_annotations(path: str | Path) -> JsonAnnotations:
     if not videos:
         raise InputError("the database lists no video", path)
     return JsonAnnotations(videos, str(path))
+
+
+def _check_video_id(name: str, path: Path, where: str) -> None:
+    """A video id names ``<id>.npy`` in the output folder: it is data, never a path."""
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise InputError(f"{where}: a video id must be a file name without folders", path)
 
 
 def _seconds(value, path: Path, where: str) -> float:
@@ -342,6 +349,7 @@ def _read_simple_csv(path: Path) -> JsonAnnotations:
         subset = row[column["subset"]].strip() if "subset" in column else "training"
         if not video or not label or not subset:
             raise InputError(f"line {number}: empty video, label or subset", path)
+        _check_video_id(video, path, f"line {number}")
         start = _number(row[column["start"]], float, path, number, "start")
         end = _number(row[column["end"]], float, path, number, "end")
         if start < 0 or end <= start:
