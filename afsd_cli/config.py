@@ -65,6 +65,8 @@ SCHEMA: dict[str, Any] = {
         # dataset profile (afsd_cli/profile.py); frame_size >= the crops, sample_fps > 0
         "frame_size": Field("int", None, help="side of the stored square frames (prepare --size); default 112"),
         "sample_fps": Field("float", None, help="frames kept per second (thumos14, custom); default 10"),
+        "resize": Field("choice", None, choices=("pil-bicubic", "cv2-area", "cv2-cubic"),
+                        help="frame resize of prepare (predict --video repeats it); default pil-bicubic"),
         "training": _split_fields(),
         "testing": _split_fields(),
     },

@@ -34,6 +34,7 @@ SUBSET_ALIASES: dict[str, str] = {"train": "training", "val": "validation", "tes
 
 DEFAULT_SAMPLE_FPS = 10.0
 DEFAULT_FRAME_SIZE = 112
+DEFAULT_RESIZE = "pil-bicubic"
 ANET_MAX_FRAMES = 768
 # The official THUMOS14 script passes this plain list; the ActivityNet one np.linspace(0.5, 0.95, 10)
 # (values such as 0.8999999999999999 kept bit for bit: a tIoU on a threshold compares as officially).
@@ -108,6 +109,7 @@ class DatasetProfile:
     sample_fps: float | None  # "fps" sampling: frames kept per second
     max_frames: int | None  # "max_frames" sampling: frames per video at most
     frame_size: int  # side of the stored square frames
+    resize: str  # resampling of prepare ("pil-bicubic": the official PIL bicubic)
     crop_size: int  # training crop (random); testing uses test_crop_size (centre)
     test_crop_size: int
     train_clip_length: int
@@ -130,10 +132,10 @@ class DatasetProfile:
 
     def decode_options(self) -> dict[str, Any]:
         """Keyword arguments of ``data.video.read_video`` that reproduce ``afsd prepare`` for this profile."""
-        mode = self.rules.video_mode
+        common = {"mode": self.rules.video_mode, "size": self.frame_size, "resize": self.resize}
         if self.sampling == "fps":
-            return {"mode": mode, "sample_fps": float(self.sample_fps or DEFAULT_SAMPLE_FPS), "size": self.frame_size}
-        return {"mode": mode, "max_frames": int(self.max_frames or ANET_MAX_FRAMES), "size": self.frame_size}
+            return {**common, "sample_fps": float(self.sample_fps or DEFAULT_SAMPLE_FPS)}
+        return {**common, "max_frames": int(self.max_frames or ANET_MAX_FRAMES)}
 
     def postprocess_thresholds(self, fusion: bool) -> tuple[float | None, float]:
         """(candidate threshold or None = testing.conf_thresh, soft-NMS score threshold)."""
@@ -188,6 +190,7 @@ def resolve_profile(cfg: Any) -> DatasetProfile:
         sample_fps=float(_get(dataset, "sample_fps") or DEFAULT_SAMPLE_FPS) if rules.sampling == "fps" else None,
         max_frames=ANET_MAX_FRAMES if rules.sampling == "max_frames" else None,
         frame_size=frame_size,
+        resize=str(_get(dataset, "resize") or DEFAULT_RESIZE),
         crop_size=int(training.crop_size),
         test_crop_size=int(testing.crop_size),
         train_clip_length=int(training.clip_length),

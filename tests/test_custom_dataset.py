@@ -67,6 +67,7 @@ def test_prepare_writes_arrays_and_a_complete_config(dataset):
     config = yaml.safe_load((data / "dataset.yaml").read_text())
     assert config["dataset"]["name"] == "custom" and config["dataset"]["num_classes"] == 3
     assert config["dataset"]["frame_size"] == 48 and config["dataset"]["sample_fps"] == 10.0
+    assert config["dataset"]["resize"] == "pil-bicubic"
     assert config["dataset"]["training"]["subset"] == "training"
     assert config["dataset"]["testing"]["subset"] == "validation"
     assert (data / "classes.txt").read_text().splitlines() == ["1 open-door", "2 pour water"]

@@ -29,7 +29,9 @@ def register(app: typer.Typer) -> None:
         info: Optional[Path] = typer.Option(
             None, "--info", help="Video-info file to write (default: OUT_DIR/video_info.csv for thumos14, .json for anet)."),
         class_names: Optional[Path] = typer.Option(
-            None, "--class-names", help="ActivityNet action_name.txt: label ids = line numbers (default: ids of the sorted GT labels)."),
+            None, "--class-names",
+            help="custom: your class list (one name per line, or '<id> <name>' lines; default: the sorted labels). "
+                 "ActivityNet: action_name.txt, label ids = line numbers (default: ids of the sorted GT labels)."),
         jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel workers (0 = every core)."),
         backend: str = typer.Option("loky", "--backend", help="joblib backend: loky (local processes), threading, dask, ray."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose .npy already exists."),
@@ -49,6 +51,8 @@ def register(app: typer.Typer) -> None:
         """Decode videos into uint8 [T, 112, 112, 3] RGB .npy files, the official AFSD input.
 
         THUMOS14: frames kept by the official 10 fps accumulator, PIL bicubic 112x112, and OUT_DIR/video_info.csv (video,fps,sample_fps,count,sample_count). ActivityNet: each video resampled to at most 768 frames, and OUT_DIR/video_info.json.
+
+        Your own dataset (--annotations anno.json): the annotated videos at --fps and --size, OUT_DIR/video_info.csv, classes.txt and dataset.yaml, a complete config for `afsd train OUT_DIR/dataset.yaml`.
 
         Finished videos are skipped on a re-run; failures are listed at the end and make the exit code 1.
         """

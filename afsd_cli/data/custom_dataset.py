@@ -104,7 +104,8 @@ def prepare_custom_dataset(
     else:
         class_list = Path(class_names_path)
     config_text = dataset_config_text(out_dir, Path(video_dir), annotations_path, class_list, class_names,
-                                      size, fps, train_subset, test_subset)
+                                      size, fps, train_subset, test_subset,
+                                      batch_options.get("resize", "pil-bicubic"))
     config_path = write_text(out_dir / DATASET_CONFIG, config_text)
     return CustomPreparation(report, config_path, class_names, train_subset, test_subset, notes + report.notes)
 
@@ -139,7 +140,7 @@ def _relative(path: Path, base: Path) -> str:
 
 def dataset_config_text(out_dir: Path, video_dir: Path, annotations_path: Path, class_list: Path,
                         class_names: tuple[str, ...], size: int, fps: float,
-                        train_subset: str | None, test_subset: str | None) -> str:
+                        train_subset: str | None, test_subset: str | None, resize: str = "pil-bicubic") -> str:
     """``dataset.yaml``: the official config layout for this dataset, paths relative to itself."""
     import yaml
 
@@ -168,6 +169,7 @@ def dataset_config_text(out_dir: Path, video_dir: Path, annotations_path: Path, 
             "class_index_path": _relative(class_list, out_dir),
             "frame_size": int(size),
             "sample_fps": float(fps),
+            "resize": resize,
             "training": split(train_subset, numbers["train_stride"]),
             "testing": testing,
         },
