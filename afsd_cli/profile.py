@@ -19,7 +19,7 @@ Importing this module never imports torch (``afsd evaluate`` reads profiles too)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -253,13 +253,13 @@ def check_class_count(profile: DatasetProfile, cfg: Any) -> None:
 
 
 def canonical_subset(name: str) -> str:
-    """``train``/``val``/``test`` → ``training``/``validation``/``testing``; others unchanged."""
-    text = str(name).strip()
-    return SUBSET_ALIASES.get(text.lower(), text)
+    """``train``/``val``/``test`` → ``training``/``validation``/``testing``, lower case."""
+    text = str(name).strip().lower()
+    return SUBSET_ALIASES.get(text, text)
 
 
 def same_subset(a: str, b: str) -> bool:
-    return canonical_subset(a).lower() == canonical_subset(b).lower()
+    return canonical_subset(a) == canonical_subset(b)
 
 
 def held_out_subset(subsets: Iterable[str]) -> str | None:
@@ -302,6 +302,3 @@ def kind_from_ground_truth_layout(data: Any, is_csv: bool) -> str:
         return "anet"
     return "custom"
 
-
-def with_subset(profile: DatasetProfile, subset: str) -> DatasetProfile:
-    return replace(profile, test_subset=subset)
