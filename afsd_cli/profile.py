@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from afsd_cli.data.video import ANET_MAX_FRAMES, FRAME_SIZE, THUMOS_SAMPLE_FPS
 from afsd_cli.errors import ConfigError, InputError
 
 DATASET_KINDS = ("thumos14", "anet", "custom")
@@ -32,10 +33,9 @@ DATASET_KINDS = ("thumos14", "anet", "custom")
 #: Subset spellings that mean the same split (ActivityNet spells them out, others abbreviate).
 SUBSET_ALIASES: dict[str, str] = {"train": "training", "val": "validation", "test": "testing"}
 
-DEFAULT_SAMPLE_FPS = 10.0
-DEFAULT_FRAME_SIZE = 112
-DEFAULT_RESIZE = "pil-bicubic"
-ANET_MAX_FRAMES = 768
+DEFAULT_SAMPLE_FPS = THUMOS_SAMPLE_FPS  # the official THUMOS14 rate
+DEFAULT_FRAME_SIZE = FRAME_SIZE  # the official 112 px
+DEFAULT_RESIZE = "pil-bicubic"  # the official PIL bicubic
 # The official THUMOS14 script passes this plain list; the ActivityNet one np.linspace(0.5, 0.95, 10)
 # (values such as 0.8999999999999999 kept bit for bit: a tIoU on a threshold compares as officially).
 THUMOS14_TIOU = (0.3, 0.4, 0.5, 0.6, 0.7)
