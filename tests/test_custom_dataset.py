@@ -171,3 +171,32 @@ def test_a_simple_csv_converts(tmp_path, dataset):
     assert set(converted) == set(VIDEOS) and converted["hall_02"]["subset"] == "train"
     assert converted["hall_02"]["duration"] == pytest.approx(5.0)
     assert np.load(tmp_path / "data" / "hall_04.npy").shape == (20, 40, 40, 3)  # 4 s at 5 fps
+
+
+def test_the_json_layout_trains_on_the_same_windows_as_the_thumos14_csvs(tmp_path):
+    """The demo moved from the THUMOS14 CSVs to the JSON layout: same windows, same targets."""
+    from afsd_cli.config import build_config, load_config
+    from afsd_cli.data import synthetic
+    from afsd_cli.data.datasets import build_training_dataset
+
+    synthetic.render_dataset(tmp_path / "syn", num_videos=6, num_classes=3, seed=3, size=(64, 48),
+                             video_seconds=(4.0, 5.0), action_seconds=(1.0, 1.5), actions_per_video=(1, 2))
+    annotations = tmp_path / "syn" / "annotations"
+    assert invoke("prepare", tmp_path / "syn" / "videos" / "train", tmp_path / "csv", "--annotations",
+                  annotations / "train_Annotation.csv", "--size", 40, "-j", 1).exit_code == 0
+    assert invoke("prepare", tmp_path / "syn" / "videos", tmp_path / "json", "--annotations", annotations / "gt.json",
+                  "--class-names", annotations / "classes.txt", "--size", 40, "-j", 1).exit_code == 0
+    sizes = {"clip_length": 32, "clip_stride": 8, "crop_size": 32}
+    old = build_config({"dataset": {
+        "name": "thumos14", "num_classes": 4, "class_index_path": str(annotations / "classes.txt"),
+        "training": {"video_info_path": str(tmp_path / "csv" / "video_info.csv"),
+                     "video_anno_path": str(annotations / "train_Annotation.csv"),
+                     "video_data_path": str(tmp_path / "csv"), **sizes}}})
+    new = load_config(tmp_path / "json" / "dataset.yaml", [f"dataset.training.{k}={v}" for k, v in sizes.items()])
+    old_windows, new_windows = build_training_dataset(old).windows, build_training_dataset(new).windows
+    assert len(old_windows) == len(new_windows) > 0
+    for a, b in zip(old_windows, new_windows):
+        same = ("video", "offset", "num_frames", "consistency_threshold")
+        assert [getattr(a, k) for k in same] == [getattr(b, k) for k in same]
+        np.testing.assert_allclose(np.asarray(a.annotations, dtype=float), np.asarray(b.annotations, dtype=float),
+                                   rtol=0, atol=1e-9)
