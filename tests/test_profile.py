@@ -158,3 +158,19 @@ def test_json_annotation_errors_name_the_place(tmp_path):
     csv.write_text("video,start,end,label\nv1,0,1,x\nv1,2,1,x\n")
     with pytest.raises(InputError, match="line 3: expected 0 <= start < end"):
         read_json_annotations(csv)
+
+
+def test_video_folders_expand_and_clashing_names_are_refused(tmp_path):
+    from afsd_cli.engine.inference import expand_video_paths
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for path in (tmp_path / "a" / "x.mp4", tmp_path / "a" / "y.avi", tmp_path / "b" / "x.mkv"):
+        path.write_bytes(b"")
+    assert expand_video_paths([tmp_path / "a"]) == [tmp_path / "a" / "x.mp4", tmp_path / "a" / "y.avi"]
+    assert expand_video_paths([tmp_path / "a" / "x.mp4", tmp_path / "a"]) == [tmp_path / "a" / "x.mp4",
+                                                                              tmp_path / "a" / "y.avi"]
+    with pytest.raises(InputError, match="two videos named 'x'"):
+        expand_video_paths([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(InputError, match="video file not found"):
+        expand_video_paths([tmp_path / "nope.mp4"])

@@ -711,4 +711,10 @@ def expand_video_paths(paths: Sequence[str | Path]) -> list[Path]:
             missing.append(str(path))
     if missing:
         raise InputError("video file not found: " + ", ".join(missing))
-    return files
+    seen: dict[str, Path] = {}
+    for path in files:  # a video's detections are keyed by its file name without extension
+        if path.stem in seen and seen[path.stem] != path:
+            raise InputError(f"two videos named {path.stem!r} ({seen[path.stem]}, {path}): their detections "
+                             "would share one key; rename one")
+        seen[path.stem] = path
+    return list(seen.values())
