@@ -48,9 +48,12 @@ def test_parse_tiou_list_and_range():
 
 
 def test_dataset_detection_and_defaults():
+    # The kind comes from the layout, never from class names: a JSON without an ActivityNet
+    # version or taxonomy is custom (THUMOS14's thresholds, its testing subset 'test').
     thumos = load_ground_truth(THUMOS_GT)
     assert (thumos.dataset, thumos.subset, len(thumos), len(thumos.videos), len(thumos.class_names)) == (
-        "thumos14", "test", 3311, 210, 20)
+        "custom", "test", 3311, 210, 20)
+    assert load_ground_truth(THUMOS_GT, dataset="thumos14").subset == "test"
     anet = load_ground_truth(ANET_GT)
     assert (anet.dataset, anet.subset, len(anet.videos)) == ("anet", "validation", 303)
     assert load_ground_truth(THUMOS_GT, "train").subset == "train"
@@ -106,7 +109,7 @@ def test_perfect_detections_score_one():
 
 def test_edge_case_counts_and_classes():
     result = evaluate_detections(load_ground_truth(EDGE_GT, "test"), load_detections(EDGE_DETECTIONS), [0.5])
-    assert result.dataset == "anet" and result.subset == "test"
+    assert result.dataset == "custom" and result.subset == "test"
     # vC is in another subset, vD has no annotation (as in the official code: not a GT video), vE unknown.
     assert result.dropped.to_dict() == {
         "total": 4, "unknown_video": 3, "unknown_label": 1,

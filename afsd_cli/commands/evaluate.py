@@ -19,16 +19,19 @@ def register(app: typer.Typer) -> None:
         ),
         gt: Path = typer.Option(..., "--gt", help="Ground truth: ActivityNet-style JSON or THUMOS14 annotation CSV."),
         subset: Optional[str] = typer.Option(
-            None, help="Ground-truth subset to evaluate (default: 'test' for thumos14, 'validation' for anet)."
+            None, help="Ground-truth subset to evaluate (default: the detections' recorded dataset profile, "
+                       "else 'test' for thumos14, 'validation' for anet, the testing/validation subset for custom)."
         ),
         tiou: Optional[str] = typer.Option(
             None,
             "--tiou",
             help="tIoU thresholds: 'start:stop:num' (np.linspace) or '0.3,0.5,0.7' "
-            "(default: 0.3,0.4,0.5,0.6,0.7 for thumos14, 0.5:0.95:10 for anet).",
+            "(default: the detections' recorded dataset profile, else 0.3,0.4,0.5,0.6,0.7 for thumos14 "
+            "and custom, 0.5:0.95:10 for anet).",
         ),
         dataset: Optional[str] = typer.Option(
-            None, help="thumos14 or anet (sets the defaults; default: detected from the ground truth)."
+            None, help="thumos14, anet or custom (sets the defaults; default: the detections' recorded profile "
+                       "or version, else the ground truth's layout: THUMOS14 CSV, ActivityNet JSON, other JSON = custom)."
         ),
         per_class: bool = typer.Option(False, "--per-class", help="Also print the AP of every class."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics as JSON here."),
@@ -51,7 +54,7 @@ def register(app: typer.Typer) -> None:
         from afsd_cli.errors import InputError
         from afsd_cli.evaluation import TIE_BREAKS, evaluate_detections, load_detections, load_ground_truth, parse_tiou
         from afsd_cli.evaluation._malloc import retain_freed_memory
-        from afsd_cli.evaluation.datasets import dataset_defaults
+        from afsd_cli.evaluation.datasets import choose_evaluation, dataset_defaults
         from afsd_cli.io import write_json
 
         retain_freed_memory()  # this process only: NumPy temporaries without repeated page faults
@@ -63,19 +66,24 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--ties: unknown tie-break {ties!r} (choose one of: {', '.join(TIE_BREAKS)})")
         thresholds = parse_tiou(tiou) if tiou is not None else None
         _check_outputs(output, plot)
-        ground_truth = load_ground_truth(gt, subset, dataset)
         loaded = load_detections(detections)
+        choice = choose_evaluation(loaded, dataset, subset, thresholds)
+        ground_truth = load_ground_truth(gt, choice.subset, choice.dataset)
         result = evaluate_detections(
-            ground_truth, loaded, thresholds, strict=strict, tie_break=ties, with_pr_curves=plot is not None
+            ground_truth, loaded, choice.tiou_thresholds, strict=strict, tie_break=ties, with_pr_curves=plot is not None
         )
 
+        _print_choice(result, choice, tiou is not None, subset is not None)
         _print_summary(ground_truth, loaded, result, subset)
         if per_class:
             console.print(_per_class_table(result))
         console.print(_map_table(result))
         if output is not None:
             try:
-                write_json(output, result.to_dict())
+                metrics = result.to_dict()
+                if loaded.profile is not None:  # the dataset profile travels with the numbers
+                    metrics["profile"] = loaded.profile
+                write_json(output, metrics)
             except OSError as exc:
                 raise InputError(f"cannot write: {exc.strerror or exc}", output) from None
             console.print(f"metrics written to [bold]{escape(str(output))}[/]", emoji=False)
@@ -98,6 +106,18 @@ def _check_outputs(output: Optional[Path], plot: Optional[Path]) -> None:
         ensure_writable(output, kind="file")
     if plot is not None:
         ensure_writable(plot, kind="folder")
+
+
+def _print_choice(result, choice, explicit_tiou: bool, explicit_subset: bool) -> None:
+    """The header line: which thresholds and subset, and where they came from."""
+    thresholds = ", ".join(f"{t:.2f}" for t in result.tiou_thresholds)
+    subset = f"subset {result.subset!r}" if result.subset is not None else "every row (no subset column)"
+    origin = choice.origin
+    console.print(
+        f"evaluating {result.dataset}: tIoU {thresholds} ({'--tiou' if explicit_tiou else origin}); "
+        f"{subset} ({'--subset' if explicit_subset else origin})",
+        highlight=False, markup=False, emoji=False, soft_wrap=True,
+    )
 
 
 def _print_summary(ground_truth, detections, result, requested_subset) -> None:

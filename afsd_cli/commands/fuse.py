@@ -31,12 +31,15 @@ def register(app: typer.Typer) -> None:
     @app.command("fuse")
     @handle_errors
     def fuse(
-        config: Path = typer.Argument(..., help="Official-format YAML config (the RGB one, e.g. configs/thumos14.yaml)."),
+        config: Path = typer.Argument(..., help="YAML config (the RGB one, e.g. configs/thumos14.yaml) or the RGB "
+                                                "training run folder."),
         overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides."),
         rgb_checkpoint: Optional[Path] = typer.Option(None, "--rgb-checkpoint",
-                                                      help="RGB weights; default testing.rgb_checkpoint_path."),
+                                                      help="RGB weights or run folder; default: CONFIG's run "
+                                                           "folder, else testing.rgb_checkpoint_path."),
         flow_checkpoint: Optional[Path] = typer.Option(None, "--flow-checkpoint",
-                                                       help="Flow weights; default testing.flow_checkpoint_path."),
+                                                       help="Flow weights or run folder; default "
+                                                            "testing.flow_checkpoint_path."),
         rgb_data: Optional[Path] = typer.Option(None, "--rgb-data",
                                                 help="Folder of RGB arrays; default testing.rgb_data_path."),
         flow_data: Optional[Path] = typer.Option(None, "--flow-data",
@@ -65,11 +68,13 @@ def register(app: typer.Typer) -> None:
         from afsd_cli.config import load_config
         from afsd_cli.engine.inference import plan_prediction
         from afsd_cli.errors import ConfigError
+        from afsd_cli.runs import resolve_checkpoint, resolve_run
 
-        cfg = load_config(config, overrides or [])
+        config_path, run_rgb_checkpoint = resolve_run(config, rgb_checkpoint)
+        cfg = load_config(config_path, overrides or [])
         testing = cfg.testing
-        rgb_ckpt = rgb_checkpoint or testing.rgb_checkpoint_path
-        flow_ckpt = flow_checkpoint or testing.flow_checkpoint_path
+        rgb_ckpt = run_rgb_checkpoint or testing.rgb_checkpoint_path
+        flow_ckpt = resolve_checkpoint(flow_checkpoint) or testing.flow_checkpoint_path
         if not rgb_ckpt or not flow_ckpt:
             which = "--rgb-checkpoint" if not rgb_ckpt else "--flow-checkpoint"
             raise ConfigError(f"fusion needs both checkpoints: pass {which} (or set testing.rgb_checkpoint_path "

@@ -121,7 +121,8 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
         counted = "" if len(results) + len(failures) == len(plan.jobs) else " (stopped at the first)"
         raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed{counted}; nothing was written")
 
-    write_json(output, results_document(results, plan.version), indent=None)
+    profile = plan.profile.to_dict() if getattr(plan, "profile", None) is not None else None
+    write_json(output, results_document(results, plan.version, profile), indent=None)
 
     table = Table(title=title, show_header=True, header_style="bold")
     for column in ("videos", "windows", "detections", "seconds", "frames/s"):
@@ -151,13 +152,16 @@ def register(app: typer.Typer) -> None:
     @app.command("predict")
     @handle_errors
     def predict(
-        config: Path = typer.Argument(..., help="Official-format YAML config (e.g. configs/thumos14.yaml)."),
+        config: Path = typer.Argument(..., help="YAML config (e.g. configs/thumos14.yaml) or a training run folder "
+                                                "(its config.yaml and best, else last, checkpoint)."),
         overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides, e.g. testing.top_k=200."),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c",
-                                                  help="Weights (.ckpt, official or ours); default testing.checkpoint_path."),
+                                                  help="Weights (.ckpt, official or ours) or a run folder; default: the "
+                                                       "run folder's, else testing.checkpoint_path."),
         output: OutputOption = None,
         video: Optional[List[Path]] = typer.Option(None, "--video", "-v",
-                                                   help="Video file(s) to decode and run directly (repeatable)."),
+                                                   help="Video file(s) or folder(s) of videos to decode and run "
+                                                        "directly (repeatable)."),
         classifier: ClassifierOption = None,
         batch_size: BatchSizeOption = None,
         device: DeviceOption = "auto",
@@ -172,18 +176,23 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Detect actions with one model (RGB or flow) and write an ActivityNet-style JSON.
 
-        Reads the test videos of dataset.testing.video_info_path and their arrays from
-        dataset.testing.video_data_path, or decodes the files given with --video (exactly the
-        preprocessing of `afsd prepare`; flow models compute optical flow on the fly).
+        CONFIG may be a training run folder: its config.yaml and its best (else last) checkpoint.
+
+        Reads the held-out videos of the dataset (dataset.testing.video_info_path) and their arrays
+        from dataset.testing.video_data_path, or decodes the files given with --video exactly as
+        `afsd prepare` did for this dataset (fps, frame size); flow models compute optical flow on
+        the fly. The output records the dataset profile, which `afsd evaluate` reads.
         """
         from afsd_cli.config import load_config
         from afsd_cli.engine.inference import plan_prediction
+        from afsd_cli.runs import resolve_run
 
-        cfg = load_config(config, overrides or [])
+        config_path, run_checkpoint = resolve_run(config, checkpoint)
+        cfg = load_config(config_path, overrides or [])
         out = output_path_from(cfg, output)
         check_outputs(out, plot)
         plan = plan_prediction(
-            cfg, [checkpoint or cfg.testing.checkpoint_path], videos=video or [],
+            cfg, [run_checkpoint or cfg.testing.checkpoint_path], videos=video or [],
             classifier_path=classifier, batch_size=batch_size, device=device,
             amp=amp_dtype if amp else None, limit=limit, deterministic=deterministic,
         )

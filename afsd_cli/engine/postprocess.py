@@ -61,22 +61,13 @@ class PostprocessSettings:
     clip_to_video: bool = False
 
 
-#: Official thresholds that the official scripts hard-code per dataset and mode (the config's
-#: ``conf_thresh`` is only read by the THUMOS14 script). ``None`` = take ``testing.conf_thresh``.
-OFFICIAL_THRESHOLDS: dict[tuple[str, bool], tuple[float | None, float]] = {
-    # (dataset, fusion): (candidate threshold, soft-NMS score threshold)
-    ("thumos14", False): (None, 0.001),
-    ("thumos14", True): (None, 0.001),
-    ("anet", False): (1e-9, 1e-9),
-    ("anet", True): (0.0, 1e-18),
-}
-
-
 def settings_from_config(cfg: Any, fusion: bool = False) -> PostprocessSettings:
-    """The post-processing settings of a loaded config (official values by default)."""
-    dataset = cfg.dataset.name
+    """The post-processing settings of a loaded config (official values by default; the
+    thresholds the official scripts hard-code per dataset come from its profile)."""
+    from afsd_cli.profile import kind_rules
+
     testing = cfg.testing
-    candidate, nms_score = OFFICIAL_THRESHOLDS[(dataset, fusion)]
+    candidate, nms_score = kind_rules(str(cfg.dataset.name)).thresholds[1 if fusion else 0]
     return PostprocessSettings(
         clip_length=int(cfg.dataset.testing.clip_length),
         candidate_thresh=float(testing.conf_thresh) if candidate is None else candidate,
@@ -364,6 +355,11 @@ def relabel_with_classifier(detections: list[dict[str, Any]], label: str, factor
     return out
 
 
-def results_document(results: dict[str, list[dict[str, Any]]], version: str) -> dict[str, Any]:
-    """The ActivityNet-style detection file: ``{"version", "results", "external_data"}``."""
-    return {"version": version, "results": results, "external_data": {}}
+def results_document(results: dict[str, list[dict[str, Any]]], version: str,
+                     profile: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ActivityNet-style detection file: ``{"version", "results", "external_data"}``, plus
+    the dataset ``profile`` that produced it (``afsd evaluate`` takes its subset and thresholds)."""
+    document = {"version": version, "results": results, "external_data": {}}
+    if profile is not None:
+        document["profile"] = profile
+    return document

@@ -52,7 +52,7 @@ STATE_DIR = "training"
 # Run folders, environment, RNG state
 # --------------------------------------------------------------------------------------------
 # What a run writes before its first epoch ends: a folder holding only these never trained.
-START_FILES = ("config.yaml", "env.json")
+START_FILES = ("config.yaml", "profile.json", "env.json")
 
 
 def never_trained(path: Path) -> bool:
@@ -626,6 +626,9 @@ def _start_run_folder(run_dir: Path, resume: bool, cfg: Any, environment: dict[s
     if resume:
         environment = _with_resume_record(run_dir / "env.json", environment)
     cfg.save(run_dir / "config.yaml")
+    from afsd_cli.profile import resolve_profile
+
+    write_json(run_dir / "profile.json", resolve_profile(cfg).to_dict())  # what the dataset is
     write_json(run_dir / "env.json", environment)
     return state
 

@@ -37,6 +37,8 @@ class Detections:
     ends: np.ndarray
     scores: np.ndarray
     source: str = "<detections>"
+    version: Any = None  # the file's "version" (THUMOS14, ActivityNet-v1.3, custom, ...)
+    profile: Any = None  # the dataset profile that produced the file (afsd_cli/profile.py), if recorded
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -95,6 +97,8 @@ def detections_from_dict(data: Any, source: str = "<detections>") -> Detections:
         ends=ends,
         scores=score_array,
         source=source,
+        version=data.get("version"),
+        profile=data.get("profile"),
     )
 
 
