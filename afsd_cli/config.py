@@ -142,8 +142,10 @@ SCHEMA: dict[str, Any] = {
                              valid=at_least(2)),
         "class_index_path": Field("path", None, help="class names; default THUMOS14's 20 classes"),
         # dataset profile (afsd_cli/profile.py); frame_size >= the crops, sample_fps > 0
-        "frame_size": Field("int", None, help="side of the stored square frames (prepare --size); default 112"),
-        "sample_fps": Field("float", None, help="frames kept per second (thumos14, custom); default 10"),
+        "frame_size": Field("int", None, help="side of the stored square frames (prepare --size); default 112",
+                            valid=between(8, 4096)),
+        "sample_fps": Field("float", None, help="frames kept per second (thumos14, custom); default 10",
+                            valid=between(0.1, 1000.0)),
         "resize": Field("choice", None, choices=("pil-bicubic", "cv2-area", "cv2-cubic"),
                         help="frame resize of prepare (predict --video repeats it); default pil-bicubic"),
         "training": _split_fields(),

@@ -130,7 +130,8 @@ def test_cli_reports_the_counts_and_writes_them(tmp_path):
     gt, det = crowded_case()
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "det.json").write_text(json.dumps(det))
-    code, text = invoke("evaluate", tmp_path / "det.json", "--gt", tmp_path / "gt.json", "-o", tmp_path / "m.json")
+    code, text = invoke("evaluate", tmp_path / "det.json", "--gt", tmp_path / "gt.json", "--dataset", "anet",
+                        "-o", tmp_path / "m.json")
     assert code == 0, text
     assert "13 start before 0 s and 5 end after the video's duration" in " ".join(text.split())
     metrics = json.loads((tmp_path / "m.json").read_text())
