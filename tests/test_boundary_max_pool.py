@@ -1,4 +1,5 @@
-"""Boundary max pooling: every available backend against a plain Python loop of spec §3.5."""
+"""Boundary max pooling: every available backend against a plain Python loop of the official
+CUDA kernel's semantics (``AFSD/prop_pooling/boundary_max_pooling_kernel.cu``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().paren
 
 import torch  # noqa: E402
 
+from afsd_cli.errors import ConfigError  # noqa: E402
 from afsd_cli.ops import boundary_pooling as bmp  # noqa: E402
 from afsd_cli.ops import extension  # noqa: E402
 from afsd_cli.ops import boundary_max_pool, self_test  # noqa: E402
@@ -297,7 +299,7 @@ def test_invalid_inputs_raise_value_error():
 
 def test_unknown_backend_name(monkeypatch):
     monkeypatch.setenv(bmp.BACKEND_ENV, "fastest")
-    with pytest.raises(ValueError, match="AFSD_BMP_BACKEND"):
+    with pytest.raises(ConfigError, match="AFSD_BMP_BACKEND"):
         boundary_max_pool(torch.zeros(1, 2, 4), torch.zeros(1, 2, 4))
 
 

@@ -14,13 +14,13 @@ Backends, picked per call from the input's device and ``$AFSD_BMP_BACKEND``:
 
 ``AFSD_BMP_BACKEND=auto`` (default) uses the compiled op when it builds and otherwise falls back to
 the reference with one warning; ``reference`` always uses PyTorch; ``cpp`` / ``cuda`` require the
-compiled op for CPU / CUDA tensors (RuntimeError if it cannot be built).
+compiled op for CPU / CUDA tensors (RuntimeError if it cannot be built); any other value is a
+:class:`~afsd_cli.errors.ConfigError`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -29,6 +29,7 @@ from torch.autograd.function import once_differentiable
 
 from afsd_cli.ops import boundary_pooling_reference as reference
 from afsd_cli.ops import extension
+from afsd_cli.ops.backends import choose_backend
 
 BACKEND_ENV = "AFSD_BMP_BACKEND"
 BACKEND_CHOICES = ("auto", "reference", "cpp", "cuda")
@@ -94,10 +95,7 @@ def use_backend(name: str):
 def _requested_backend() -> str:
     if _override is not None:
         return _override
-    mode = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
-    if mode not in BACKEND_CHOICES:
-        raise ValueError(f"{BACKEND_ENV}={mode!r}: expected one of {', '.join(BACKEND_CHOICES)}")
-    return mode
+    return choose_backend(BACKEND_ENV, BACKEND_CHOICES)
 
 
 def _fall_back(reason: str):
