@@ -49,7 +49,7 @@ def loop_first_argmax(values: list[float], base: int, lo: int, hi: int) -> int:
 
 
 def loop_pool(x: torch.Tensor, segments: torch.Tensor):
-    """(y, argmax) following the spec literally."""
+    """(y, argmax) following the official kernel literally."""
     batch, channels, length = x.shape
     num_segments = segments.shape[1]
     flat, seg = x.double().reshape(-1).tolist(), segments.double().tolist()

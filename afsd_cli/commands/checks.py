@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
 
         with console.status("Self-testing the backends..."):
             results = self_test(seed=seed, timing_repeats=repeats)
-        table = Table(title="Self-test vs. the spec's loop rule (forward, gradient, legacy gradient)")
+        table = Table(title="Self-test vs. the official kernel's loop rule (forward, gradient, legacy gradient)")
         for column in ("backend", "device", "result", "max abs diff", "fwd+bwd [2,512,256] S=64"):
             table.add_column(column)
         styles = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "error": "[bold red]ERROR[/]"}

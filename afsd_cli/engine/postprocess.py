@@ -1,4 +1,5 @@
-"""From raw network outputs to detections (AFSD spec §5): decoding, soft-NMS, JSON assembly.
+"""From raw network outputs to detections (official ``AFSD/thumos14/test.py``, ``AFSD/anet/test.py``):
+decoding, soft-NMS, JSON assembly.
 
 The arithmetic follows the official test scripts operation by operation, in float32 and in the
 same order, so that the same raw outputs give the same numbers (to the last bit on the same
@@ -112,7 +113,7 @@ def location_scores(conf: torch.Tensor, prop_conf: torch.Tensor, center: torch.T
 
 
 def average_outputs(first: RawOutputs, second: RawOutputs) -> RawOutputs:
-    """THUMOS14 two-stream fusion (§5.2): raw outputs averaged before decoding."""
+    """THUMOS14 two-stream fusion (``thumos14/test.py --fusion``): raw outputs averaged before decoding."""
     return RawOutputs(
         loc=(first.loc + second.loc) / 2.0,
         conf=(first.conf + second.conf) / 2.0,
@@ -131,7 +132,8 @@ def decode(raw: RawOutputs, clip_length: int) -> tuple[torch.Tensor, torch.Tenso
 
 def decode_fused(rgb: RawOutputs, flow: RawOutputs, mode: str, clip_length: int
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two-stream decoding: ``mode="average"`` (THUMOS14, §5.2) or ``"geometric"`` (ANet, §5.4).
+    """Two-stream decoding: ``mode="average"`` (``thumos14/test.py --fusion``) or ``"geometric"``
+    (``anet/test_fusion.py``).
 
     ``geometric``: each stream decodes its own refined segments, the fused segment is their
     element-wise geometric mean; the score logits are averaged as in ``average``.
@@ -225,7 +227,8 @@ def assemble_detections(segments: Any, scores: Any, offsets: Sequence[int],
 
 def relabel_with_classifier(detections: list[dict[str, Any]], label: str, factor: float,
                             duration: float | None) -> list[dict[str, Any]]:
-    """ActivityNet (§5.4): clip to ``[0, duration]``, drop empty, label + score from the classifier."""
+    """ActivityNet (``anet/test.py``): clip to ``[0, duration]``, drop empty, label + score from the
+    classifier."""
     out = []
     for det in detections:
         start = max(0.0, det["segment"][0])

@@ -1,4 +1,4 @@
-"""Boundary max pooling (AFSD spec §3.5) with backend dispatch.
+"""Boundary max pooling (official ``AFSD/prop_pooling/``) with backend dispatch.
 
 ``boundary_max_pool(x [B, Ch, T], segments [B, S, 4]) -> [B, Ch, S]``: channels of the first half
 take the max over the start range ``segments[..., 0:2]``, the second half over the end range
@@ -156,7 +156,8 @@ def boundary_max_pool(input: torch.Tensor, segments: torch.Tensor, legacy_grad: 
     """Max of each channel over its boundary range: ``[B, Ch, T]``, ``[B, S, 4]`` -> ``[B, Ch, S]``.
 
     ``legacy_grad=True`` reproduces the official CUDA kernel's backward, which routed gradients with
-    S (= ``segments.size(1)``) as the temporal size (spec §3.5); the forward is the same either way.
+    S (= ``segments.size(1)``) as the temporal size (``boundary_max_pooling_kernel.cu``); the forward is
+    the same either way.
     """
     reference.check_inputs(input, segments)
     backend = select_backend(input.device)
