@@ -233,13 +233,6 @@ def resolve_device(requested: str | None, ctx: DistributedContext) -> torch.devi
 # --------------------------------------------------------------------------------------------
 # One step
 # --------------------------------------------------------------------------------------------
-@dataclass
-class StepResult:
-    terms: dict[str, float]  # weighted terms
-    total: float
-    skipped: bool = False
-
-
 def _autocast(device: torch.device, amp: str):
     if amp == "off":
         return torch.autocast(device_type=device.type, enabled=False)
