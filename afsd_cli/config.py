@@ -206,7 +206,7 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
-# Defaults that differ per dataset (official README commands / spec §0).
+# Defaults that differ per dataset (official README commands and configs/*.yaml).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "thumos14": {
         "training.lw": 10.0,

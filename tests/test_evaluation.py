@@ -75,7 +75,7 @@ def test_thumos_csv_matches_json_ground_truth():
             if gt.videos[v] in videos
         )
 
-    # The JSON lacks two test videos of the CSV (spec §1.4); the rest is the same instances.
+    # The official thumos_gt.json lacks two test videos of the CSV; the rest is the same instances.
     assert set(csv_gt.videos) - set(json_gt.videos) == {"video_test_0000270", "video_test_0001496"}
     assert instances(csv_gt, set(json_gt.videos)) == instances(json_gt, set(json_gt.videos))
 

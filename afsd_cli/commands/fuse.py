@@ -1,4 +1,5 @@
-"""`afsd fuse`: RGB + flow two-stream detections, fused as the paper does (spec §5.2, §5.4)."""
+"""`afsd fuse`: RGB + flow two-stream detections, fused as the official
+``thumos14/test.py --fusion`` and ``anet/test_fusion.py`` do."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Annotation readers (AFSD spec §1): THUMOS14 CSVs, the class index, ActivityNet info JSON.
+"""Annotation readers (as ``AFSD/common/{thumos,anet}_dataset.py``): THUMOS14 CSVs, the class index,
+ActivityNet info JSON.
 
 Every reader returns the same in-memory form: an ordered ``dict`` of :class:`VideoInfo` and an
 ordered ``dict`` ``video -> [Annotation(start, end, label)]`` with boundaries in *sampled* frames
@@ -114,7 +115,7 @@ THUMOS_ANNOTATION_HEADER = ["video", "type", "type_idx", "start", "end", "startF
 
 
 def read_video_info_csv(path: str | Path) -> dict[str, VideoInfo]:
-    """Read a THUMOS14 ``video,fps,sample_fps,count,sample_count`` CSV (§1.2), in file order."""
+    """Read a THUMOS14 ``video,fps,sample_fps,count,sample_count`` CSV (``get_video_info``), in file order."""
     infos: dict[str, VideoInfo] = {}
     for line, (video, fps, sample_fps, count, sample_count) in _read_csv_rows(path, VIDEO_INFO_HEADER):
         check_video_name(video, str(path), f"line {line}")
@@ -158,7 +159,7 @@ def read_thumos_annotations(
     video_infos: dict[str, VideoInfo],
     class_index: ClassIndex | None = None,
 ) -> dict[str, list[Annotation]]:
-    """Read a THUMOS14 annotation CSV (§1.1) into sampled-frame annotations (§2.1).
+    """Read a THUMOS14 annotation CSV into sampled-frame annotations (``get_video_anno``).
 
     Boundaries come from the last two columns (native frames) times
     ``sample_count / count``; the label from ``type_idx`` through the class index. Videos keep
@@ -186,11 +187,11 @@ def read_thumos_annotations(
 def read_anet_video_info(
     path: str | Path, subset: str = "training", binary: bool = True
 ) -> tuple[dict[str, VideoInfo], dict[str, list[Annotation]]]:
-    """Read ActivityNet ``video_info_train_val.json`` (§1.5) for one subset.
+    """Read ActivityNet ``video_info_train_val.json`` for one subset (``get_video_info`` of ``anet_dataset.py``).
 
     Returns the video infos (``sample_count = frame_num``) and the annotations in frames of the
     resampled video; labels are binarised (any action -> 1) when ``binary``. Annotations with
-    ``end_frame <= start_frame`` are dropped (§2.4); videos left without one keep their info but
+    ``end_frame <= start_frame`` are dropped (``split_videos``); videos left without one keep their info but
     get no annotation entry.
     """
     path = Path(path)

@@ -1,4 +1,4 @@
-"""Training datasets over memory-mapped frame arrays (spec §2.3-§2.5).
+"""Training datasets over memory-mapped frame arrays (official ``THUMOS_Dataset``, ``ANET_Dataset``).
 
 Each video's ``<name>.npy`` (``uint8 [T, H, W, C]``) is opened memory-mapped (``afsd_cli.data.npy``)
 the first time a worker needs it, and only the cropped window is copied out: memory stays flat
@@ -26,7 +26,7 @@ from afsd_cli.errors import InputError
 
 
 class ConsistencySample(NamedTuple):
-    """The boundary-consistency sample of §2.5 as an index map: the new clip is
+    """The boundary-consistency sample of the official ``augment_`` as an index map: the new clip is
     ``clip[:, source_index]``; ``proposals`` ``[[s, e]] x 3`` in window frames = (first part of
     the split action, second part, inserted background)."""
 
@@ -53,7 +53,7 @@ def consistency_sample(
     rng: random.Random,
     inclusive_length: bool = False,
 ) -> ConsistencySample | None:
-    """Build the boundary-consistency sample (§2.5), or ``None`` when the window has none.
+    """Build the boundary-consistency sample (official ``augment_``), or ``None`` when the window has none.
 
     An action longer than ``2·th`` (``inclusive_length``: at least, ActivityNet) is cut at a
     random point and a ``th``-frame background snippet from elsewhere in the window is inserted
@@ -205,7 +205,7 @@ class WindowDataset:
         frames = np.asarray(array[window.offset:stop, top:top + crop, left:left + crop, :])
         clip = np.full((self.in_channels, self.clip_length, crop, crop), self.pad_value, dtype=np.float32)
         clip[:, :frames.shape[0]] = frames.transpose(3, 0, 1, 2)
-        if flip:  # the x-flow channel is not negated (spec Q5)
+        if flip:  # the x-flow channel is not negated (as THUMOS_Dataset.__getitem__)
             clip = clip[..., ::-1]
         return np.ascontiguousarray(clip)
 

@@ -1,13 +1,13 @@
 """Windows → batched forward passes → raw outputs → detections, for one or two streams.
 
-The official procedure (spec §5.1, §5.4) runs one window at a time. Here the windows of all
+The official scripts (``thumos14/test.py``, ``anet/test.py``) run one window at a time. Here the windows of all
 videos flow through the network in batches of ``batch_size`` (windows of different videos may
 share a batch); each video is post-processed as soon as its last window is back. In fp32 the
 detections do not depend on the batch size (tested with 1 vs 3).
 
 Per window: the uint8 frames ``[T, H, W, C]`` are centre-cropped, sliced, normalised
-``x / 255 · 2 − 1`` and *then* zero-padded to ``clip_length`` (pad value 0.0, §7.1 Q3 — the
-ActivityNet script pads raw 127.5 before normalising, the same 0.0). Fusion (§5.2/§5.4) runs both
+``x / 255 · 2 − 1`` and *then* zero-padded to ``clip_length`` (pad value 0.0, as
+``thumos14/test.py``; ``anet/test.py`` pads raw 127.5 before normalising, the same 0.0). Fusion runs both
 networks on the same windows and combines their raw outputs before decoding.
 
 Entry points: :class:`Predictor` (models + settings) with :meth:`Predictor.run` over
@@ -65,7 +65,7 @@ def load_array(path: str | Path, channels: int, crop_size: int) -> np.ndarray:
 
 
 def window_offsets(num_frames: int, clip_length: int, stride: int, single_window: bool) -> list[int]:
-    """Window starts of a video: ActivityNet one at 0; THUMOS14 strided plus the tail (§5.1)."""
+    """Window starts of a video: ActivityNet one at 0; THUMOS14 strided plus the tail (thumos14/test.py)."""
     if single_window:
         return [0]
     from afsd_cli.data.windows import test_window_offsets
@@ -135,7 +135,7 @@ class _Pending:
 
 @dataclass
 class Classifier:
-    """External video-level classification (ActivityNet, the CUHK file format, §1.5)."""
+    """External video-level classification (ActivityNet, the CUHK file ``anet/test.py`` reads)."""
 
     scores: dict[str, list[float]]
     classes: list[str]

@@ -71,7 +71,7 @@ def open_video(path: str | Path, size: int, target_fps: float | None, chunk_fram
     """Decode ``path`` lazily: every frame (``target_fps=None``) or ``target_fps`` frames/s."""
     chunk_frames = chunk_frames or CHUNK_FRAMES
     from afsd_cli.data.video import TenFpsAccumulator, _open, probe_video
-    from afsd_cli.data.resample import BicubicResizer
+    from afsd_cli.ops.bicubic_resize import BicubicResizer
 
     path = Path(path)
     probe = probe_video(path)
