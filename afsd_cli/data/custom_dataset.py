@@ -160,6 +160,9 @@ def dataset_config_text(out_dir: Path, video_dir: Path, annotations_path: Path, 
         }
 
     testing = split(test_subset, numbers["test_stride"])
+    # The network is built for the training clip and crop; the testing ones follow them (config.py),
+    # so `dataset.training.clip_length=64` alone is a complete override.
+    del testing["clip_length"], testing["crop_size"]
     testing["gt_path"] = anno
     config = {
         "paths_relative_to": "config",
