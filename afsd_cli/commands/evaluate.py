@@ -159,6 +159,8 @@ def _note_out_of_range(out_of_range) -> None:
         parts.append(f"{out_of_range.negative_start} {_verb(out_of_range.negative_start, 'start')} before 0 s")
     if out_of_range.past_end:
         parts.append(f"{out_of_range.past_end} {_verb(out_of_range.past_end, 'end')} after the video's duration")
+    if out_of_range.reversed:
+        parts.append(f"{out_of_range.reversed} {_verb(out_of_range.reversed, 'end')} before {'its' if out_of_range.reversed == 1 else 'their'} start")
     err_console.print(
         f"[yellow]note:[/] of the evaluated detections, {' and '.join(parts)}; "
         "scored as they are, as the official evaluator does",

@@ -48,15 +48,20 @@ class OutOfRange:
     negative_start: int = 0
     past_end: int = 0  # end after the ground truth's ``duration`` (videos without one: not counted)
     videos_with_duration: int = 0  # evaluated videos whose duration the ground truth gives
+    # end < start: AFSD's refined boundaries can cross (official AFSD/thumos14/test.py writes them
+    # as they are); the official segment_iou gives them an intersection of 0 and they are scored
+    # exactly as there.
+    reversed: int = 0
 
     @property
     def total(self) -> int:
-        return self.negative_start + self.past_end
+        return self.negative_start + self.past_end + self.reversed
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "negative_start": self.negative_start,
             "past_end": self.past_end,
+            "reversed": self.reversed,
             "videos_with_duration": self.videos_with_duration,
         }
 
@@ -296,6 +301,7 @@ def _out_of_range(
     return OutOfRange(
         negative_start=int((detections.starts[keep] < 0).sum()),
         past_end=int(past_end.sum()),
+        reversed=int((detections.ends[keep] < detections.starts[keep]).sum()),
         videos_with_duration=int((known & ~np.isnan(durations)).sum()),
     )
 
