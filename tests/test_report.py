@@ -28,6 +28,7 @@ from afsd_cli.evaluation.report import MAX_DRAWN_PER_VIDEO, PR_RECALL_POINTS, Re
 DATA = Path(__file__).parent / "data" / "evaluation"
 EDGE_GT, EDGE_DETECTIONS = DATA / "edge_gt.json", DATA / "edge_detections.json"
 THUMOS_CSV = DATA / "thumos14_test_Annotation.csv"
+DEMO = Path(__file__).parent / "data" / "report"  # ground truth and detections of a `make demo --quick` run
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (apt-get install chromium): headless rendering not checked"
@@ -279,18 +280,21 @@ def screenshot_is_not_blank(page: Path, tmp_path: Path) -> None:
 
 
 @needs_chromium
-def test_report_renders_in_headless_chromium(tmp_path):
-    result = evaluate_cli(EDGE_DETECTIONS, "--gt", EDGE_GT, "--subset", "test", "--output", tmp_path / "m.json")
+def test_demo_report_renders_in_headless_chromium(tmp_path):
+    """The demo's own detections (fused against RGB, from `python -m afsd_cli.demo --quick`)."""
+    page = tmp_path / "demo.html"
+    result = evaluate_cli(DEMO / "demo_fused.json", "--compare", DEMO / "demo_rgb.json", "--gt", DEMO / "demo_gt.json",
+                          "--dataset", "thumos14", "--output", tmp_path / "m.json", "--report", page)
     assert result.exit_code == 0, result.output
-    page = tmp_path / "report.html"
-    dom, log = rendered(page, tmp_path)
+    dom, log = rendered(page, tmp_path, height=5000)
     assert_clean_render(dom, log)
     text = visible_text(dom)
+    data = embedded_data(page)
+    for name in [v["name"] for v in data["videos"]] + data["classes"] + ["demo_fused", "demo_rgb"]:
+        assert name in text, name
     metrics = json.loads((tmp_path / "m.json").read_text())
-    for name in ["vA", "vB", "X", "Y", "Z"]:
-        assert re.search(rf"\b{name}\b", text), name
     assert f"{100 * metrics['average_mAP']:.2f}" in text
-    assert dom.count('<svg width="') >= 3 + 2  # PR curves, error charts, both timelines drawn
+    assert len(re.findall(r'<clipPath id="clip\d+"', dom)) == len(data["videos"])  # every timeline drawn
     screenshot_is_not_blank(page, tmp_path)
 
 
@@ -323,3 +327,16 @@ def test_thumos14_sized_comparison_renders(thumos14_compare_page, tmp_path):
     drawn = len(re.findall(r'<clipPath id="clip\d+"', dom))
     assert 0 < drawn < len(ground_truth.videos)
     screenshot_is_not_blank(page, tmp_path)
+
+
+def test_demo_writes_and_names_a_report_for_every_stream():
+    from afsd_cli import demo
+
+    args = demo.parse_args(["--out", "/tmp/afsd-demo-test"])
+    args.epochs = 1
+    layout = demo.DemoLayout(args.out)
+    stages = {s.name: s.argv for s in demo.build_stages(layout, args)}
+    for stream in demo.STREAMS:
+        argv = stages[f"evaluate {stream}"]
+        assert argv[argv.index("--report") + 1] == str(layout.report(stream))
+    assert layout.report("fused") == Path("/tmp/afsd-demo-test/reports/fused.html")
