@@ -26,8 +26,9 @@ from afsd_cli.evaluation.ground_truth import GroundTruth
 
 REPORT_FORMAT = 1
 PR_RECALL_POINTS = np.linspace(0.0, 1.0, 51)
-# Detections drawn per video and run; lower-scored ones are only counted (keeps a 50k-detection
-# THUMOS14 file at a few MB; AFSD keeps at most 200 per video after soft-NMS anyway).
+# Detections drawn per video and run; lower-scored ones are only counted: the official
+# post-processing keeps up to 5000 per class (AFSD/thumos14/test.py top_k), and a page must stay
+# a few MB. The metric and the breakdown use every detection.
 MAX_DRAWN_PER_VIDEO = 400
 DATA_MARKER = "/*__REPORT_DATA__*/"
 RUN_FILES = ("config.yaml", "env.json")  # what a run folder holds beside its detections
