@@ -30,6 +30,8 @@ PR_RECALL_POINTS = np.linspace(0.0, 1.0, 51)
 # post-processing keeps up to 5000 per class (AFSD/thumos14/test.py top_k), and a page must stay
 # a few MB. The metric and the breakdown use every detection.
 MAX_DRAWN_PER_VIDEO = 400
+MIN_DRAWN_PER_VIDEO = 20
+DRAWN_PER_RUN = 100_000  # over all videos: an ActivityNet validation set draws 21 per video
 DATA_MARKER = "/*__REPORT_DATA__*/"
 RUN_FILES = ("config.yaml", "env.json")  # what a run folder holds beside its detections
 
@@ -162,7 +164,7 @@ def _pr_curve(tp: np.ndarray, npos: int) -> list[float]:
 
 
 def _timelines(ground_truth: GroundTruth, detections: Detections, diagnosis: Diagnosis, members) -> dict[str, Any]:
-    """Per video: the best-scored ``MAX_DRAWN_PER_VIDEO`` detections as flat rows
+    """Per video: the best-scored ``drawn_per_video`` detections as flat rows
     ``[class, start, end, score, best-overlap tIoU, best instance (index in the video, -1), codes]``
     (``codes``: one digit per threshold, an index into ``ERROR_TYPES``), how many more there are,
     and per instance a bit mask of the thresholds at which it was matched."""
@@ -176,12 +178,13 @@ def _timelines(ground_truth: GroundTruth, detections: Detections, diagnosis: Dia
     starts, ends = detections.starts[diagnosis.detection], detections.ends[diagnosis.detection]
     digits = np.array(list("0123456789"))
     codes = ["".join(row) for row in digits[diagnosis.codes.T]] if diagnosis.codes.size else [""] * scores.size
+    cap = drawn_per_video(n_videos)
     rows, omitted = [], []
     for v in range(n_videos):
         part = by_video[bounds[v] : bounds[v + 1]]
-        omitted.append(max(0, part.size - MAX_DRAWN_PER_VIDEO))
+        omitted.append(max(0, part.size - cap))
         flat: list[Any] = []
-        for i in part[:MAX_DRAWN_PER_VIDEO].tolist():
+        for i in part[:cap].tolist():
             best = int(diagnosis.best.instance[i])
             flat += [
                 int(diagnosis.label[i]), _t(starts[i]), _t(ends[i]), round(float(scores[i]), 4),
@@ -191,6 +194,11 @@ def _timelines(ground_truth: GroundTruth, detections: Detections, diagnosis: Dia
     bits = (diagnosis.gt_matched.astype(np.int64) << np.arange(diagnosis.gt_matched.shape[0])[:, None]).sum(axis=0)
     matched = [bits[members[v]].tolist() for v in range(n_videos)]
     return {"detections": rows, "omitted": omitted, "matched": matched}
+
+
+def drawn_per_video(n_videos: int) -> int:
+    """How many detections per video and run the timelines hold (the best-scored ones)."""
+    return int(np.clip(DRAWN_PER_RUN // max(n_videos, 1), MIN_DRAWN_PER_VIDEO, MAX_DRAWN_PER_VIDEO))
 
 
 def _instances_of_videos(ground_truth: GroundTruth) -> list[np.ndarray]:
