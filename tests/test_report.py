@@ -340,3 +340,68 @@ def test_demo_writes_and_names_a_report_for_every_stream():
         argv = stages[f"evaluate {stream}"]
         assert argv[argv.index("--report") + 1] == str(layout.report(stream))
     assert layout.report("fused") == Path("/tmp/afsd-demo-test/reports/fused.html")
+
+
+@needs_chromium
+def test_a_person_can_use_the_page(tmp_path):
+    """Driven through the DevTools protocol: hover, slider, zoom, sorting; no console message
+    and no request other than the page itself."""
+    from devtools import Browser
+
+    page = tmp_path / "demo.html"
+    result = evaluate_cli(DEMO / "demo_fused.json", "--gt", DEMO / "demo_gt.json", "--dataset", "thumos14",
+                          "--report", page)
+    assert result.exit_code == 0, result.output
+    with Browser(CHROMIUM, tmp_path / "profile", height=900) as browser:
+        browser.open(page.as_uri())
+        browser.evaluate("document.getElementById('timelines').scrollIntoView()")
+        browser.wait_for("document.querySelector('#video-list svg rect[data-kind=detection]')")
+        plot = "document.querySelector('#video-list .video svg')"
+        detections = f"{plot}.querySelectorAll('rect[data-kind=detection]').length"
+        shown = browser.evaluate(detections)
+
+        # hovering the best-scored detection (drawn last, on top) names its class, score and tIoU
+        box = browser.evaluate(f"(() => {{ const r = [...{plot}.querySelectorAll('rect[data-kind=detection]')].pop()"
+                               ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height - 2]; })()")
+        browser.mouse("mouseMoved", *box)
+        tip = browser.evaluate("document.getElementById('tooltip').textContent")
+        assert re.search(r"(Bounce|Spin|Grow|Slide)\s+score 0\.\d{3}", tip) and "tIoU" in tip, tip
+        assert browser.evaluate("getComputedStyle(document.getElementById('tooltip')).display") == "block"
+
+        # the score slider hides low scores in the drawn timeline and in the header counts
+        browser.evaluate("(() => { const s = document.getElementById('score-slider'); s.value = 0.5;"
+                         " s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change')); })()")
+        browser.wait_for(f"{plot} && {detections} < {shown}")
+        assert "≥ 0.50" in browser.evaluate("document.querySelector('#video-list .video .head').textContent")
+
+        # dragging over the timeline zooms into that stretch: the axis ends before the video does
+        def last_tick():
+            return browser.evaluate(f"Math.max(...[...{plot}.querySelectorAll('text')]"
+                                    ".map(t => parseFloat(t.textContent)).filter(Number.isFinite))")
+        before = last_tick()
+        left, top, width = browser.evaluate(f"(() => {{ const r = {plot}.getBoundingClientRect(); return [r.x, r.y, r.width]; }})()")
+        browser.mouse("mousePressed", left + 100, top + 40, "left", 1)
+        browser.mouse("mouseMoved", left + 100 + width / 4, top + 40, "left")
+        browser.mouse("mouseReleased", left + 100 + width / 4, top + 40, "left", 1)
+        assert last_tick() < before / 2
+        browser.click(left + 200, top + 40, clicks=2)  # double-click: back to the whole video
+        assert last_tick() == before
+
+        # a click on a column header sorts the per-class table
+        def first_class():
+            return browser.evaluate("document.querySelector('#class-ap tr:nth-child(2) td').textContent")
+        def first_ap_header():  # the table is rebuilt on every sort
+            return browser.evaluate("(() => { const r = document.querySelectorAll('#class-ap th')[1]"
+                                    ".getBoundingClientRect(); return [r.x + 5, r.y + 5]; })()")
+        browser.evaluate("document.getElementById('class-ap').scrollIntoView({block: 'center'})")
+        browser.click(*first_ap_header())  # best AP first
+        by_ap = first_class()
+        browser.click(*first_ap_header())  # again: worst first
+        assert browser.evaluate("document.querySelectorAll('#class-ap th')[1].className").endswith("sorted-asc")
+        data = embedded_data(page)
+        aps = data["runs"][0]["metrics"]["per_class_ap"]
+        assert by_ap == max(aps, key=lambda c: (aps[c][0], -list(aps).index(c)))
+        assert first_class() == min(aps, key=lambda c: (aps[c][0], list(aps).index(c)))
+
+        assert browser.console_messages() == []
+        assert set(browser.requested_urls()) <= {page.as_uri()}
