@@ -108,7 +108,7 @@ def test_run_folder_config_and_versions_are_shown(tmp_path):
     result = evaluate_cli(run / "detections.json", "--gt", EDGE_GT, "--subset", "test", "--report", tmp_path / "r.html")
     assert result.exit_code == 0, result.output
     info = embedded_data(tmp_path / "r.html")["runs"][0]["info"]
-    assert info == {"config": "dataset:\n  num_classes: 3\n", "env": {"torch": "2.13.0", "command": "afsd predict"}}
+    assert info == {"config": "dataset:\n  num_classes: 3\n", "env": json.dumps({"torch": "2.13.0", "command": "afsd predict"})}
 
 
 def edge_report():
@@ -283,14 +283,19 @@ def screenshot_is_not_blank(page: Path, tmp_path: Path) -> None:
 def test_demo_report_renders_in_headless_chromium(tmp_path):
     """The demo's own detections (fused against RGB, from `python -m afsd_cli.demo --quick`)."""
     page = tmp_path / "demo.html"
-    result = evaluate_cli(DEMO / "demo_fused.json", "--compare", DEMO / "demo_rgb.json", "--gt", DEMO / "demo_gt.json",
+    run = tmp_path / "fused"  # a run folder: the config and versions are shown
+    run.mkdir()
+    shutil.copy(DEMO / "demo_fused.json", run / "demo_fused.json")
+    (run / "config.yaml").write_text("model:\n  num_classes: 5\n")
+    (run / "env.json").write_text('{"torch": "2.13.0"}')
+    result = evaluate_cli(run / "demo_fused.json", "--compare", DEMO / "demo_rgb.json", "--gt", DEMO / "demo_gt.json",
                           "--dataset", "thumos14", "--output", tmp_path / "m.json", "--report", page)
     assert result.exit_code == 0, result.output
     dom, log = rendered(page, tmp_path, height=5000)
     assert_clean_render(dom, log)
     text = visible_text(dom)
     data = embedded_data(page)
-    for name in [v["name"] for v in data["videos"]] + data["classes"] + ["demo_fused", "demo_rgb"]:
+    for name in [v["name"] for v in data["videos"]] + data["classes"] + ["demo_fused", "demo_rgb", "num_classes: 5"]:
         assert name in text, name
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert f"{100 * metrics['average_mAP']:.2f}" in text

@@ -33,7 +33,6 @@ MAX_DRAWN_PER_VIDEO = 400
 MIN_DRAWN_PER_VIDEO = 20
 DRAWN_PER_RUN = 100_000  # over all videos: an ActivityNet validation set draws 21 per video
 DATA_MARKER = "/*__REPORT_DATA__*/"
-RUN_FILES = ("config.yaml", "env.json")  # what a run folder holds beside its detections
 
 
 @dataclass
@@ -48,23 +47,19 @@ class ReportRun:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def run_info_beside(detections_path: str | Path) -> dict[str, Any]:
-    """The run's resolved config (text) and ``env.json`` (versions, command) when the detections
-    file lies in a run folder beside them; ``{}`` otherwise. Unreadable files are noted, not fatal."""
+def run_info_beside(detections_path: str | Path) -> dict[str, str]:
+    """The run's resolved ``config.yaml`` and ``env.json`` (versions, command), as text, when the
+    detections file lies in a run folder beside them; ``{}`` otherwise. Shown, never interpreted:
+    an unreadable file is noted instead of failing the report."""
     folder = Path(detections_path).parent
-    info: dict[str, Any] = {}
-    config = folder / "config.yaml"
-    if config.is_file():
-        try:
-            info["config"] = config.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            info["config"] = f"(unreadable: {exc})"
-    env = folder / "env.json"
-    if env.is_file():
-        try:
-            info["env"] = json.loads(env.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            info["env"] = {"note": f"unreadable: {exc}"}
+    info: dict[str, str] = {}
+    for key, name in (("config", "config.yaml"), ("env", "env.json")):
+        path = folder / name
+        if path.is_file():
+            try:
+                info[key] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                info[key] = f"(unreadable: {exc})"
     return info
 
 
