@@ -410,3 +410,15 @@ def test_a_person_can_use_the_page(tmp_path):
 
         assert browser.console_messages() == []
         assert set(browser.requested_urls()) <= {page.as_uri()}
+
+
+def test_report_of_detections_that_all_were_dropped(tmp_path):
+    ground_truth = load_ground_truth(EDGE_GT, "test")
+    detections = detections_from_dict({"results": {"elsewhere": [{"segment": [1, 2], "score": 0.5, "label": "X"}]}})
+    result = evaluate_detections(ground_truth, detections, [0.5])
+    data = embedded_data(write_report(tmp_path / "r.html", ground_truth, [ReportRun("none", detections, result)]))
+    run = data["runs"][0]
+    assert run["metrics"]["num_predictions"] == 0 and run["metrics"]["dropped"]["unknown_video"] == 1
+    assert run["detections"] == [[], []] and run["matched"] == [[0] * 6, [0] * 4]
+    assert run["fn_missed"] == [data["length_total"]]  # every instance missed
+    assert np.array(run["profile"]).sum() == 0
