@@ -105,6 +105,9 @@ class DemoLayout:
     def metrics(self, stream: str) -> Path:
         return self.out / "metrics" / f"{stream}.json"
 
+    def report(self, stream: str) -> Path:
+        return self.out / "reports" / f"{stream}.html"
+
     @property
     def plots(self) -> Path:
         return self.out / "plots"
@@ -160,7 +163,7 @@ def build_stages(layout: DemoLayout, args: argparse.Namespace) -> list[Stage]:
     for stream in STREAMS:
         stages.append(Stage(f"evaluate {stream}", afsd + [
             "evaluate", str(layout.detections(stream)), "--gt", str(layout.ground_truth),
-            "--output", str(layout.metrics(stream))]))
+            "--output", str(layout.metrics(stream)), "--report", str(layout.report(stream))]))
     return stages
 
 
@@ -310,11 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     if failed is not None:
         print(f"\nstage '{failed.name}' failed (exit code {failed.returncode}); command:\n  {printable(failed.argv)}")
         return 1
-    print(f"\noutputs in {layout.out}: detections/*.json, metrics/*.json, plots/ (timelines), runs/ (checkpoints)")
+    print(f"\noutputs in {layout.out}: detections/*.json, metrics/*.json, reports/*.html, plots/ (timelines), runs/ (checkpoints)")
     fused = fused_map_at(layout)
     if fused is not None and not args.quick:
         verdict = "meets" if fused >= TARGET_MAP_AT_05 else "is BELOW"
         print(f"fused mAP@0.5 = {100 * fused:.1f} {verdict} the demo target of {100 * TARGET_MAP_AT_05:.0f}")
+    if layout.report("fused").is_file():
+        print(f"report (open in a browser): {layout.report('fused').resolve()}")
     return 0
 
 

@@ -76,13 +76,15 @@ def test_a_failing_stage_stops_the_demo_with_non_zero_exit(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
-def test_quick_demo_runs_end_to_end(tmp_path):
+def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     """The real pipeline, every command in a subprocess (about a minute on 2 cores)."""
     out = tmp_path / "demo"
     assert demo.main(["--out", str(out), "--quick", "--jobs", "1"]) == 0
     for stream in demo.STREAMS:
         assert demo.read_metrics(demo.DemoLayout(out).metrics(stream)) is not None
     assert list((out / "plots").glob("*.png"))
+    report = demo.DemoLayout(out).report("fused").resolve()
+    assert report.is_file() and capsys.readouterr().out.rstrip().endswith(str(report))  # ends with its report
 
 
 def test_the_two_trainings_run_in_parallel_unless_asked_not_to(tmp_path, monkeypatch, capsys):

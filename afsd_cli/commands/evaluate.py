@@ -41,6 +41,14 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(
             False, "--strict", help="Fail on detections of unknown videos or labels instead of dropping them."
         ),
+        report: Optional[Path] = typer.Option(
+            None, "--report", help="Write the HTML report here (default with --output: report.html beside it).",
+            dir_okay=False,
+        ),
+        compare: Optional[Path] = typer.Option(
+            None, "--compare", help="A second detections JSON (same ground truth): the report shows it and "
+            "DETECTIONS side by side, differences as DETECTIONS minus this one.", dir_okay=False,
+        ),
         ties: str = typer.Option(
             "official",
             "--ties",
@@ -65,19 +73,27 @@ def register(app: typer.Typer) -> None:
         if ties not in TIE_BREAKS:
             raise InputError(f"--ties: unknown tie-break {ties!r} (choose one of: {', '.join(TIE_BREAKS)})")
         thresholds = parse_tiou(tiou) if tiou is not None else None
-        _check_outputs(output, plot)
+        report_path = _report_path(report, output, compare)
+        _check_outputs(output, plot, report_path)
         loaded = load_detections(detections)
         choice = choose_evaluation(loaded, dataset, subset, thresholds)
         ground_truth = load_ground_truth(gt, choice.subset, choice.dataset)
         result = evaluate_detections(
             ground_truth, loaded, choice.tiou_thresholds, strict=strict, tie_break=ties, with_pr_curves=plot is not None
         )
+        baseline = None
+        if compare is not None:
+            baseline_detections = load_detections(compare)
+            baseline = (baseline_detections, evaluate_detections(
+                ground_truth, baseline_detections, choice.tiou_thresholds, strict=strict, tie_break=ties))
 
         _print_choice(result, choice, tiou is not None, subset is not None)
         _print_summary(ground_truth, loaded, result, subset)
+        if baseline is not None:
+            _print_summary(ground_truth, baseline[0], baseline[1], subset, ground_truth_line=False)
         if per_class:
             console.print(_per_class_table(result))
-        console.print(_map_table(result))
+        console.print(_map_table(result) if baseline is None else _compare_table(baseline[1], result, compare, detections))
         if output is not None:
             try:
                 metrics = result.to_dict()
@@ -87,6 +103,15 @@ def register(app: typer.Typer) -> None:
             except OSError as exc:
                 raise InputError(f"cannot write: {exc.strerror or exc}", output) from None
             console.print(f"metrics written to [bold]{escape(str(output))}[/]", emoji=False)
+        if report_path is not None:
+            from afsd_cli.evaluation.report import ReportRun, run_info_beside, write_report
+
+            runs = [ReportRun(_run_name(detections, compare), loaded, result, run_info_beside(detections))]
+            if baseline is not None:
+                runs.insert(0, ReportRun(_run_name(compare, detections), baseline[0], baseline[1], run_info_beside(compare)))
+            with console.status("writing the report", spinner="dots"):
+                write_report(report_path, ground_truth, runs)
+            console.print(f"report written to [bold]{escape(str(report_path))}[/]", emoji=False)
         if plot is not None:
             from afsd_cli.evaluation.plots import save_plots
 
@@ -98,12 +123,13 @@ def register(app: typer.Typer) -> None:
                 console.print(f"plot written to [bold]{escape(str(path))}[/]", emoji=False)
 
 
-def _check_outputs(output: Optional[Path], plot: Optional[Path]) -> None:
+def _check_outputs(output: Optional[Path], plot: Optional[Path], report: Optional[Path] = None) -> None:
     """Unwritable outputs fail before the (possibly long) evaluation, not after it."""
     from afsd_cli.io import ensure_writable
 
-    if output is not None:
-        ensure_writable(output, kind="file")
+    for path in (output, report):
+        if path is not None:
+            ensure_writable(path, kind="file")
     if plot is not None:
         ensure_writable(plot, kind="folder")
 
@@ -120,17 +146,39 @@ def _print_choice(result, choice, explicit_tiou: bool, explicit_subset: bool) ->
     )
 
 
-def _print_summary(ground_truth, detections, result, requested_subset) -> None:
+
+def _report_path(report: Optional[Path], output: Optional[Path], compare: Optional[Path]) -> Optional[Path]:
+    """``--report``, else ``report.html`` beside ``--output``; a comparison needs one of them."""
+    from afsd_cli.errors import InputError
+
+    if report is not None:
+        return report
+    if output is not None:
+        return output.parent / "report.html"
+    if compare is not None:
+        raise InputError("--compare writes an HTML report: give --report PATH.html (or --output)")
+    return None
+
+
+def _run_name(path: Path, other: Optional[Path]) -> str:
+    """The file's name on the page: its stem, or its parent folder too when both stems are equal."""
+    if other is not None and Path(other).stem == path.stem:
+        return f"{path.parent.name}/{path.stem}"
+    return path.stem
+
+
+def _print_summary(ground_truth, detections, result, requested_subset, ground_truth_line: bool = True) -> None:
     from rich.markup import escape
 
     subset = f"subset {result.subset!r}" if result.subset is not None else "all rows"
-    console.print(
-        f"ground truth [bold]{escape(ground_truth.source)}[/] ({result.dataset}, {subset}): "
-        f"{result.num_ground_truth} instances, {len(ground_truth.videos)} videos, {len(result.class_names)} classes",
-        highlight=False,
-        emoji=False,
-    )
-    if ground_truth.subset is None and requested_subset is not None:
+    if ground_truth_line:
+        console.print(
+            f"ground truth [bold]{escape(ground_truth.source)}[/] ({result.dataset}, {subset}): "
+            f"{result.num_ground_truth} instances, {len(ground_truth.videos)} videos, {len(result.class_names)} classes",
+            highlight=False,
+            emoji=False,
+        )
+    if ground_truth_line and ground_truth.subset is None and requested_subset is not None:
         err_console.print(
             f"[yellow]note:[/] the CSV has no subset column; --subset {escape(repr(requested_subset))} not applied",
             emoji=False,
@@ -201,6 +249,24 @@ def _map_table(result):
         table.add_row(f"{threshold:.2f}", f"{100 * value:.2f}")
     table.add_section()
     table.add_row("[bold]average[/]", f"[bold]{100 * result.average_mAP:.2f}[/]")
+    return table
+
+
+def _compare_table(baseline, result, baseline_path: Path, path: Path):
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="mAP (%)", title_justify="left")
+    table.add_column("tIoU", justify="right")
+    names = (_run_name(baseline_path, path), _run_name(path, baseline_path))
+    for name in names:
+        table.add_column(escape(name), justify="right")
+    table.add_column("Δ", justify="right")
+    for threshold, before, after in zip(result.tiou_thresholds, baseline.mAP, result.mAP):
+        table.add_row(f"{threshold:.2f}", f"{100 * before:.2f}", f"{100 * after:.2f}", f"{100 * (after - before):+.2f}")
+    table.add_section()
+    before, after = baseline.average_mAP, result.average_mAP
+    table.add_row("[bold]average[/]", f"{100 * before:.2f}", f"{100 * after:.2f}", f"[bold]{100 * (after - before):+.2f}[/]")
     return table
 
 
