@@ -232,6 +232,12 @@ class Predictor:
 
     def forward(self, stream: int, batch: torch.Tensor) -> RawOutputs:
         """One stream's raw outputs for a batch of normalised windows (float32, on the CPU)."""
+        if self.deterministic and self.device.type == "cpu" and batch.shape[0] > 1:
+            # PyTorch's CPU convolution spreads its threads over the windows of a batch, or inside
+            # the window when it is alone: other float32 sums. One window at a time keeps each
+            # window's result independent of the batch size.
+            parts = [self.forward(stream, batch[i:i + 1]) for i in range(batch.shape[0])]
+            return RawOutputs(*(torch.cat(field) for field in list(zip(*parts))[:-1]), priors=parts[0].priors)
         with torch.inference_mode(), self._autocast(), self._kernels():
             out = self.models[stream](batch.to(self.device))
         priors = out.priors[0] if out.priors.dim() == 3 else out.priors
