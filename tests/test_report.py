@@ -423,3 +423,22 @@ def test_report_of_detections_that_all_were_dropped(tmp_path):
     assert run["detections"] == [[], []] and run["matched"] == [[0] * 6, [0] * 4]
     assert run["fn_missed"] == [data["length_total"]]  # every instance missed
     assert np.array(run["profile"]).sum() == 0
+
+
+@needs_chromium
+def test_detections_outside_their_video_are_counted_by_name(tmp_path):
+    gt = {"database": {"v": {"subset": "test", "duration": 10.0,
+                             "annotations": [{"segment": [1, 5], "label": "Run"}]}}}
+    det = {"results": {"v": [{"segment": [-1, 4], "score": 0.9, "label": "Run"},
+                             {"segment": [6, 12], "score": 0.8, "label": "Run"},
+                             {"segment": [8, 7], "score": 0.7, "label": "Run"},
+                             {"segment": [9, 8], "score": 0.6, "label": "Run"}]}}
+    ground_truth = ground_truth_from_dict(gt, "test", "anet")
+    detections = detections_from_dict(det)
+    page = write_report(tmp_path / "r.html", ground_truth,
+                        [ReportRun("x", detections, evaluate_detections(ground_truth, detections, [0.5]))])
+    dom, log = rendered(page, tmp_path)
+    assert_clean_render(dom, log)
+    text = " ".join(visible_text(dom).split())
+    for label, count in (("start before 0 s", 1), ("end after the video", 1), ("end before start", 2)):
+        assert f"scored: {label} {count}" in text, label
