@@ -58,12 +58,11 @@ def register(app: typer.Typer) -> None:
             run_dir = lambda: new_run_dir(runs_dir, name)  # noqa: E731 - evaluated on rank 0 only
         cfg = load_config(config_path, overrides)
         from afsd_cli.data.datasets import check_training_inputs
-
-        check_training_inputs(cfg)  # seconds, before any run folder or model exists
         from afsd_cli.io import ensure_writable
 
         # a read-only or full disk fails now, not after the model and the data are loaded
         ensure_writable(resume if resume is not None else runs_dir, kind="folder")
+        check_training_inputs(cfg)  # seconds, before any run folder or model exists
         _run(cfg, run_dir, resume is not None, device, amp, workers, max_steps)
 
 
