@@ -148,18 +148,16 @@ def test_cropped_frames_read_a_memory_mapped_array_window_by_window(tmp_path):
 # --------------------------------------------------------------------------- flow
 
 
-@pytest.mark.parametrize("frames", [1, 2, 5, 9, 11])
-def test_flow_stream_equals_the_flow_of_the_whole_array(frames):
+@pytest.mark.parametrize("frames,method", [(1, "dis"), (2, "dis"), (5, "dis"), (9, "dis"), (11, "dis"),
+                                           (10, "tvl1")])
+def test_flow_stream_equals_the_flow_of_the_whole_array(frames, method):
+    # batches of 4 pairs: the stream solves the pairs in the batches compute_flow forms
     video = textured_frames(frames, (24, 20), seed=3)
-
-    class Frames(list):
-        frames_read = 0
-
-    stream = FlowFrameStream(Frames(video), method="dis", batch_size=4)
+    stream = FlowFrameStream(list(video), method=method, batch_size=4)
     pairs = list(stream)
     assert len(pairs) == frames
     assert np.array_equal(np.stack([rgb for rgb, _ in pairs]), video)
-    assert np.array_equal(np.stack([flow for _, flow in pairs]), compute_flow(video, method="dis", batch_size=4))
+    assert np.array_equal(np.stack([flow for _, flow in pairs]), compute_flow(video, method=method, batch_size=4))
 
 
 # --------------------------------------------------------------------------- video files
@@ -219,6 +217,20 @@ def test_streaming_detections_equal_the_in_memory_path_on_a_long_video(tmp_path,
     counts = [p.frames for p in progress]
     assert counts == sorted(counts) and progress[0].total == 1503 and progress[-1].done
     assert progress[-1].frames == 1503
+
+
+def test_streamed_two_stream_fusion_equals_the_in_memory_path(tmp_path, tiny_model):
+    # flow computed on the fly in both paths (DIS: fast), averaged with the RGB outputs
+    path = moving_video(tmp_path / "v.avi", 9.3, fps=20.0)
+    flow_model = small_model(channels=2, seed=6, clip=TINY_CLIP, crop=TINY_CROP)
+    run = Predictor([tiny_model, flow_model], PostprocessSettings(clip_length=TINY_CLIP), NAMES, TINY_CLIP,
+                    TINY_STRIDE, TINY_CROP, fusion="average")
+    streamed, in_memory = (next(run.run(video_file_jobs([path], "thumos14", [3, 2], flow_method="dis",
+                                                        streaming=streaming)))
+                           for streaming in (True, False))
+    assert streamed.error is None and in_memory.error is None
+    assert streamed.windows == in_memory.windows == 5  # 93 frames: 0, 16, 32, 48 and the tail at 61
+    assert streamed.detections == in_memory.detections and streamed.detections
 
 
 def test_streaming_keeps_a_bounded_number_of_frames_ahead_of_the_network(tiny_model):

@@ -155,7 +155,9 @@ def _frame_progress(progress: Any):
 
     def update(state: Any) -> None:
         if state.video not in tasks:
-            tasks[state.video] = progress.add_task(f"  {state.video}", total=state.total, video="frames")
+            from rich.markup import escape
+
+            tasks[state.video] = progress.add_task(f"  {escape(state.video)}", total=state.total, video="frames")
         task = tasks[state.video]
         progress.update(task, completed=state.frames, total=state.total)
         if state.done:

@@ -310,9 +310,10 @@ def _stream_video(predictor: Predictor, job: VideoJob, on_progress, on_region, q
 def _produce(source, windower: SlidingWindows, predictor: Predictor, job: VideoJob, items: queue.Queue,
              stop: threading.Event, timings: dict[str, float]) -> None:
     """The decoding thread: frames → windows → queue; stops early when ``stop`` is set."""
+    windows = windower.windows(_checked(source, predictor, job))
     try:
         t0 = time.perf_counter()
-        for window in windower.windows(_checked(source, predictor, job)):
+        for window in windows:
             timings["decode"] += time.perf_counter() - t0
             if not _put(items, window, stop):
                 return
@@ -321,6 +322,8 @@ def _produce(source, windower: SlidingWindows, predictor: Predictor, job: VideoJ
         _put(items, _End, stop)
     except BaseException as exc:  # handed to the calling thread, which raises it
         _put(items, _Failure(exc), stop)
+    finally:
+        windows.close()  # releases the decoder now when the run stopped early
 
 
 def _checked(source, predictor: Predictor, job: VideoJob) -> Iterator[tuple[np.ndarray, ...]]:
