@@ -233,6 +233,21 @@ def test_streamed_two_stream_fusion_equals_the_in_memory_path(tmp_path, tiny_mod
     assert streamed.detections == in_memory.detections and streamed.detections
 
 
+def test_streamed_activitynet_video_equals_the_in_memory_path(tmp_path):
+    # ActivityNet: at most clip_length frames chosen from the header's count, one window at 0
+    path = moving_video(tmp_path / "v.avi", 9.0, fps=20.0)
+    spec = ModelSpec(dataset="anet", num_classes=2, clip_length=CLIP, crop_size=CROP, in_channels=3)
+    model = AFSD(spec)
+    model.load_state_dict(P.seeded_state_dict(P.state_dict_layout(model.state_dict()), 7))
+    run = Predictor([model.eval()], PostprocessSettings(clip_length=CLIP, candidate_thresh=1e-9,
+                                                        nms_score_thresh=1e-9), None, CLIP, CLIP, CROP,
+                    single_window=True, fusion="geometric")
+    streamed, in_memory = (next(run.run(video_file_jobs([path], "anet", [3], streaming=streaming)))
+                           for streaming in (True, False))
+    assert streamed.error is None and streamed.frames == in_memory.frames == 180 and streamed.windows == 1
+    assert streamed.detections == in_memory.detections and streamed.detections
+
+
 def test_streaming_keeps_a_bounded_number_of_frames_ahead_of_the_network(tiny_model):
     video = np.random.default_rng(0).integers(0, 256, (14 * TINY_STRIDE + 5, 20, 20, 3), dtype=np.uint8)
     source = CountingStream(video)
