@@ -12,8 +12,13 @@ a fresh process under ``/usr/bin/time -v``:
   network) on the shortest video, for comparison;
 * decoding alone (iterating the frame stream, no network) on the shortest video.
 
+``--overlap`` measures instead whether decoding overlaps the network, on a video whose decoding
+is expensive (960x540 mp4v): decoding alone, the network alone, decode-then-network (the
+in-memory path) and streaming.
+
 Prints markdown tables (copy them to benchmarks/results_stream.md).
-Usage: ``python benchmarks/bench_stream.py [--minutes 20 60] [--size 160x120] [--keep DIR]``.
+Usage: ``python benchmarks/bench_stream.py [--minutes 20 60] [--size 160x120] [--keep DIR]``,
+``python benchmarks/bench_stream.py --overlap [--overlap-size 960x540] [--overlap-minutes 3]``.
 """
 
 from __future__ import annotations
@@ -56,8 +61,8 @@ testing:
 CLASSES = "1 Bounce\n2 Slide\n3 Spin\n4 Grow\n"
 
 
-def make_video(path: Path, minutes: float, size: tuple[int, int]) -> Path:
-    """A texture panning one pixel per frame (MJPG, 10 fps)."""
+def make_video(path: Path, minutes: float, size: tuple[int, int], fourcc: str = "MJPG") -> Path:
+    """A texture panning one pixel per frame (10 fps)."""
     import cv2
 
     width, height = size
@@ -65,7 +70,7 @@ def make_video(path: Path, minutes: float, size: tuple[int, int]) -> Path:
     base = cv2.resize(rng.integers(0, 256, (height // 8 + 2, width // 8 + 2, 3)).astype(np.float32),
                       (width * 2, height), interpolation=cv2.INTER_CUBIC)
     base = np.clip(base, 0, 255).astype(np.uint8)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), FPS, size)
     for index in range(int(minutes * 60 * FPS)):
         shift = index % width
         frame = base[:, shift:shift + width]
@@ -134,17 +139,56 @@ def decode_only_main(video: str) -> None:
     print(f"decoded {stream.frames_read} frames")
 
 
+def overlap(folder: Path, args: argparse.Namespace) -> None:
+    """Wall time of streaming vs decoding the whole video first, with decoding alone and the
+    network alone (the in-memory run's network time) beside them."""
+    python = sys.executable
+    config, checkpoint = make_checkpoint(folder)
+    size = tuple(int(v) for v in args.overlap_size.split("x"))
+    video = folder / f"overlap_{args.overlap_size}.mp4"
+    if not video.exists():
+        make_video(video, args.overlap_minutes, size, fourcc="mp4v")
+    extensions = folder / "torch_extensions"
+    timed([python, "-c", "from afsd_cli.ops.extension import load_extension as l; assert l().cpu"], extensions)
+    decode_run = timed([python, __file__, "_decode_only", str(video)], extensions)
+    memory_run = timed([python, __file__, "_in_memory", str(config), str(checkpoint), str(video),
+                        str(folder / "overlap_memory.json")], extensions)
+    stream_run = timed([python, "-m", "afsd_cli", "predict", str(config), "-c", str(checkpoint), "--video", str(video),
+                        "-o", str(folder / "overlap_stream.json"), "--device", "cpu", "-b", str(args.batch_size)],
+                       extensions)
+    _, network = stage_times(memory_run["text"])
+    print(f"{args.overlap_minutes:g} min of {args.overlap_size} mp4v at 10 fps, batch {args.batch_size}:\n")
+    print("| run | wall | max RSS |")
+    print("|---|---:|---:|")
+    print(f"| decoding alone (frame stream, no network) | {decode_run['wall']:.0f} s | {decode_run['rss_mib']:.0f} MiB |")
+    print(f"| network alone (the in-memory run's network time) | {network:.0f} s | |")
+    print(f"| in memory: decode everything, then the network | {memory_run['wall']:.0f} s | {memory_run['rss_mib']:.0f} MiB |")
+    print(f"| streaming `afsd predict --video` | {stream_run['wall']:.0f} s | {stream_run['rss_mib']:.0f} MiB |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[20.0, 60.0])
     parser.add_argument("--size", default="160x120", help="frame size of the synthetic videos (WxH)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--keep", type=Path, help="keep the videos and outputs in this folder")
+    parser.add_argument("--overlap", action="store_true",
+                        help="instead: the overlap of decoding and network on a video whose decoding is "
+                             "expensive (--overlap-size, mp4v), streaming vs decode-then-network")
+    parser.add_argument("--overlap-size", default="960x540")
+    parser.add_argument("--overlap-minutes", type=float, default=3.0)
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     folder = Path(args.keep or tempfile.mkdtemp(prefix="afsd-bench-stream-"))
     folder.mkdir(parents=True, exist_ok=True)
     python = sys.executable
+    if args.overlap:
+        try:
+            overlap(folder, args)
+        finally:
+            if args.keep is None:
+                shutil.rmtree(folder, ignore_errors=True)
+        return
     try:
         config, checkpoint = make_checkpoint(folder)
         videos = {}
