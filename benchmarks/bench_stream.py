@@ -178,6 +178,8 @@ def main() -> None:
     parser.add_argument("--overlap-size", default="960x540")
     parser.add_argument("--overlap-minutes", type=float, default=3.0)
     args = parser.parse_args()
+    if not Path("/usr/bin/time").is_file():
+        raise SystemExit("bench_stream.py measures peak memory with GNU time: install /usr/bin/time (package 'time')")
     size = tuple(int(v) for v in args.size.split("x"))
     folder = Path(args.keep or tempfile.mkdtemp(prefix="afsd-bench-stream-"))
     folder.mkdir(parents=True, exist_ok=True)

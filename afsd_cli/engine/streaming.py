@@ -411,5 +411,8 @@ def _labeller(predictor: Predictor) -> Callable[[int], Any]:
 
 
 def _report(on_progress, job: VideoJob, source) -> None:
-    if on_progress is not None:
-        on_progress(StreamProgress(job.name, int(source.frames_read), getattr(source, "expected_frames", None)))
+    if on_progress is None:
+        return
+    frames, total = int(source.frames_read), getattr(source, "expected_frames", None)
+    # a header that undercounts: the total is unknown rather than a bar past 100 %
+    on_progress(StreamProgress(job.name, frames, total if total is not None and total >= frames else None))
