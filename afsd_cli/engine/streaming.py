@@ -145,8 +145,9 @@ class RegionEmitter:
 
     These early detections can differ from the final ones (the offline result, computed at the
     end over all candidates) because soft-NMS is global: a candidate outside the pool can change
-    which candidate is picked first and so by how much another is decayed, ``top_k`` and the
-    official never-keep-the-last-candidate rule count over the whole video, and
+    which candidate is picked first and so by how much another is decayed, ``top_k`` counts over
+    the whole video, the official never-keep-the-last-candidate rule drops one candidate per class
+    of the whole video (a region's pool keeps its last one), and
     ``testing.clip_to_video`` cannot clip ends before the duration is known. The last region
     (from the last ``F`` to the end) is cut from the final detections, so it is exact.
     """
@@ -176,8 +177,10 @@ class RegionEmitter:
             parts = [rows[cls] for rows in pool if rows[cls] is not None]
             if not parts:
                 continue
+            # emit_last: the official loop's never-keep-the-last-candidate rule drops one candidate
+            # per class per *video*; applied to every region's pool it would drop one per region
             kept = soft_nms(np.concatenate(parts), sigma=self.settings.nms_sigma, top_k=self.settings.top_k,
-                            score_threshold=self.settings.nms_score_thresh, emit_last=self.settings.emit_last)
+                            score_threshold=self.settings.nms_score_thresh, emit_last=True)
             inside = (kept[:, 2] > 0) & (kept[:, 1] < high)
             if low is not None:
                 inside &= kept[:, 1] >= low
