@@ -32,7 +32,7 @@ from afsd_cli.engine.streaming import DEFAULT_QUEUE_WINDOWS, SlidingWindows, run
 from afsd_cli.errors import InputError
 from afsd_cli.io import save_torch
 from afsd_cli.model import AFSD, ModelSpec
-from video_helpers import make_clip, textured_frames, truncate_file
+from video_helpers import make_clip, textured_frames, truncate_file, write_garbage
 
 CLIP, STRIDE, CROP = 64, 32, 32
 TINY_CLIP, TINY_STRIDE, TINY_CROP = 32, 16, 16
@@ -321,6 +321,15 @@ def test_predict_stream_on_a_video_file(tmp_path):
     ends = [r["ends_in"] for r in regions]
     assert all(a[1] == b[0] for a, b in zip(ends, ends[1:]))
     assert "detections written to" in result.stderr
+
+    # a video that fails gets an error line; the others' lines and detections are kept, exit 1
+    broken = write_garbage(tmp_path / "broken.avi")
+    both = CliRunner().invoke(app, [str(a) for a in ("predict", config, "-c", checkpoint, "--video", broken,
+                                                     "--video", path, "-o", out, "--device", "cpu", "--stream")])
+    assert both.exit_code == 1
+    first, *rest = [json.loads(line) for line in both.stdout.splitlines()]
+    assert first["video"] == "broken" and "broken.avi" in first["error"]
+    assert rest == lines and list(json.loads(out.read_text())["results"]) == ["live"]
 
     refused = CliRunner().invoke(app, ["predict", str(config), "-c", str(checkpoint), "--stream"])
     assert refused.exit_code == 1 and "--stream needs video files" in refused.output
