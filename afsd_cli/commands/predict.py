@@ -54,12 +54,14 @@ def output_path_from(cfg: Any, output: Optional[Path]) -> Path:
 
 
 def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optional[Path], title: str,
-             workers: int = 0, all_or_nothing: bool = False) -> None:
+             workers: int = 0, all_or_nothing: bool = False, stream: bool = False) -> None:
     """Run a PredictionPlan with a progress bar, write the JSON atomically, print the summary.
 
     A video that fails during the run is listed and skipped: the others' detections are written
     and the exit code is 1 (``all_or_nothing``: nothing is written). Bad inputs found before the
-    run (missing or malformed arrays) stop it before any network runs."""
+    run (missing or malformed arrays) stop it before any network runs. ``stream``: JSON lines of
+    each video's detections on stdout as they become known (engine/streaming.py), the summary on
+    stderr."""
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -84,6 +86,7 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
         ground_truth = read_ground_truth(gt_path)
 
     predictor = plan.predictor
+    summary = err_console if stream else console  # with --stream, stdout carries only JSON lines
     results: dict[str, list] = {}
     failures: list[str] = []
     totals = {"windows": 0, "frames": 0, "detections": 0, "network": 0.0, "decode": 0.0, "postprocess": 0.0}
@@ -94,8 +97,13 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
         console=err_console, transient=False,
     ) as progress:
         task = progress.add_task(title, total=len(plan.jobs), video="")
-        for result in _closing(predictor, predictor.run(plan.jobs, postprocess_workers=workers)):
+        on_progress = _frame_progress(progress)
+        on_region = _write_json_line if stream else None
+        for result in _closing(predictor, predictor.run(plan.jobs, postprocess_workers=workers,
+                                                        on_progress=on_progress, on_region=on_region)):
             progress.update(task, advance=1, video=f"{result.name} ({len(result.detections)} det.)")
+            if result.error and stream:
+                _write_json_line({"video": result.name, "error": result.error})
             if result.error:
                 failures.append(result.error)
                 if all_or_nothing:
@@ -129,16 +137,45 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
         table.add_column(column, justify="right")
     fps = totals["frames"] / seconds if seconds > 0 else 0.0
     table.add_row(str(len(results)), str(totals["windows"]), str(totals["detections"]), f"{seconds:.1f}", f"{fps:.0f}")
-    console.print(table)
-    console.print(f"time by stage: loading/decoding {totals['decode']:.1f} s (in a background thread), "
+    summary.print(table)
+    summary.print(f"time by stage: loading/decoding {totals['decode']:.1f} s (in a background thread), "
                   f"network {totals['network']:.1f} s, decoding + soft-NMS {totals['postprocess']:.1f} s",
                   highlight=False)
-    console.print(f"detections written to [bold]{escape(str(output))}[/]")
+    summary.print(f"detections written to [bold]{escape(str(output))}[/]")
     if plot_dir is not None:
-        console.print(f"timelines written to [bold]{escape(str(plot_dir))}[/]")
+        summary.print(f"timelines written to [bold]{escape(str(plot_dir))}[/]")
     if failures:
         raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed; the detections of the other "
                    f"{len(results)} were written (--all-or-nothing writes none)")
+
+
+def _frame_progress(progress: Any):
+    """A progress callback for streamed videos: one bar per video, in sampled frames, with ETA
+    (no total when the container does not say how many frames it has)."""
+    tasks: dict[str, Any] = {}
+
+    def update(state: Any) -> None:
+        if state.video not in tasks:
+            from rich.markup import escape
+
+            tasks[state.video] = progress.add_task(f"  {escape(state.video)}", total=state.total, video="frames")
+        task = tasks[state.video]
+        progress.update(task, completed=state.frames, total=state.total)
+        if state.done:
+            progress.remove_task(task)
+            del tasks[state.video]
+
+    return update
+
+
+def _write_json_line(item: Any) -> None:
+    """One line of ``--stream`` output on stdout, flushed at once (a live consumer reads it)."""
+    import json
+    import sys
+
+    line = item.to_json() if hasattr(item, "to_json") else item
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
 
 
 def _closing(predictor: Any, results: Any):
@@ -173,6 +210,10 @@ def register(app: typer.Typer) -> None:
         workers: WorkersOption = 0,
         deterministic: DeterministicOption = False,
         all_or_nothing: AllOrNothingOption = False,
+        stream: bool = typer.Option(
+            False, "--stream", help="With --video: print each region's detections as JSON lines on stdout as "
+                                    "soon as no later window overlaps it (provisional), then each video's "
+                                    "final detections; the summary goes to stderr. See docs/predict.md."),
     ) -> None:
         """Detect actions with one model (RGB or flow) and write an ActivityNet-style JSON.
 
@@ -181,12 +222,15 @@ def register(app: typer.Typer) -> None:
         Reads the held-out videos of the dataset (dataset.testing.video_info_path) and their arrays
         from dataset.testing.video_data_path, or decodes the files given with --video exactly as
         `afsd prepare` did for this dataset (fps, frame size); flow models compute optical flow on
-        the fly. The output records the dataset profile, which `afsd evaluate` reads.
+        the fly. The output records the dataset profile, which `afsd evaluate` reads. Video files are
+        streamed: decoding overlaps the network and memory does not grow with their length.
         """
         from afsd_cli.config import load_config
         from afsd_cli.engine.inference import plan_prediction
         from afsd_cli.runs import resolve_run
 
+        if stream and not video:
+            raise fail("--stream needs video files (--video)")
         config_path, run_checkpoint = resolve_run(config, checkpoint)
         cfg = load_config(config_path, overrides or [])
         out = output_path_from(cfg, output)
@@ -198,4 +242,4 @@ def register(app: typer.Typer) -> None:
         )
         kind = "flow" if plan.channels == [2] else "RGB"
         run_plan(plan, out, plot, gt, f"afsd predict ({cfg.dataset.name}, {kind}, {plan.predictor.device})", workers,
-                 all_or_nothing)
+                 all_or_nothing, stream)

@@ -54,6 +54,24 @@ def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(frames[:, top:top + size, left:left + size].transpose(3, 0, 1, 2))
 
 
+class CroppedFrames:
+    """``[C, T, size, size]`` centre crop of a ``[T, H, W, C]`` array, cut window by window.
+
+    ``frames[:, a:b]`` crops only frames ``a..b`` (:func:`center_crop` of them), so a memory-mapped
+    array is read one window at a time instead of being copied whole.
+    """
+
+    def __init__(self, frames: np.ndarray, size: int):
+        self.frames = frames
+        self.size = size
+        self.shape = (frames.shape[3], frames.shape[0], size, size)
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        if not (isinstance(key, tuple) and len(key) == 2 and key[0] == slice(None) and isinstance(key[1], slice)):
+            raise IndexError("CroppedFrames supports [:, start:stop] only")
+        return center_crop(self.frames[key[1]], self.size)
+
+
 def check_array(array: Any, channels: int, crop_size: int, path: str | Path | None = None) -> None:
     """Raise InputError unless ``array`` is a ``uint8 [T, H, W, channels]`` frame array."""
     check_frames(array, channels, crop_size, path)
@@ -105,6 +123,8 @@ class VideoJob:
     duration: float | None = None
     output_key: str | None = None
     source: str | None = None
+    # a video file read as a stream of frames (engine/streaming.py) instead of by ``load``
+    open_frames: Callable[[], Any] | None = None
 
 
 @dataclass
@@ -275,7 +295,7 @@ class Predictor:
         if len({int(a.shape[0]) for a in arrays}) != 1:
             raise InputError(f"RGB and flow arrays differ in length ({arrays[0].shape[0]} vs "
                              f"{arrays[1].shape[0]} frames)", job.source)
-        clips = [center_crop(np.asarray(a), self.crop_size) for a in arrays]
+        clips = [CroppedFrames(a, self.crop_size) for a in arrays]  # memory-mapped arrays: read per window
         offsets = window_offsets(frames, self.clip_length, self.clip_stride, self.single_window)
         sample_fps = job.sample_fps
         duration = job.duration
@@ -291,14 +311,24 @@ class Predictor:
     def _decode(self, pending: _Pending) -> tuple[np.ndarray, np.ndarray, float]:
         """Decoded ``segments [W, K, 2]`` and ``scores [W, K, C]`` (NumPy) of a complete video."""
         t0 = time.perf_counter()
-        streams = [RawOutputs(*[torch.cat([w[i] for w in windows]) if i < 5 else windows[0].priors
-                                for i in range(6)])
-                   for windows in pending.outputs]
+        decoded = [self.decode_window([outputs[w] for outputs in pending.outputs])
+                   for w in range(len(pending.offsets))]
+        segments = np.concatenate([segments for segments, _ in decoded])
+        scores = np.concatenate([scores for _, scores in decoded])
+        return segments, scores, time.perf_counter() - t0
+
+    def decode_window(self, streams: Sequence[RawOutputs]) -> tuple[np.ndarray, np.ndarray]:
+        """``segments [1, K, 2]``, ``scores [1, K, C]`` of one window from its streams' raw outputs.
+
+        One window at a time, as the official test scripts decode: PyTorch's vectorised
+        sigmoid/softmax may round an element differently depending on where it falls in a larger
+        tensor, so decoding window by window keeps the result independent of how windows are
+        grouped (whole video here, a few at a time in engine/streaming.py)."""
         if len(streams) == 1:
             segments, scores = decode(streams[0], self.clip_length)
         else:
             segments, scores = decode_fused(streams[0], streams[1], self.fusion, self.clip_length)
-        return segments.numpy(), scores.numpy(), time.perf_counter() - t0
+        return segments.numpy(), scores.numpy()
 
     def _result(self, pending: _Pending, detections: list[dict[str, Any]], seconds: float) -> VideoResult:
         job = pending.job
@@ -319,8 +349,13 @@ class Predictor:
         names = self.class_names if self.classifier is None else None
         return segments, scores, pending.offsets, meta, self.settings, names
 
-    def run(self, jobs: Iterable[VideoJob], prefetch: int = 1, postprocess_workers: int = 0) -> Iterator[VideoResult]:
+    def run(self, jobs: Iterable[VideoJob], prefetch: int = 1, postprocess_workers: int = 0,
+            on_progress: Callable[[Any], None] | None = None,
+            on_region: Callable[[Any], None] | None = None) -> Iterator[VideoResult]:
         """Process ``jobs`` in order; yields one VideoResult per job (``error`` set on failure).
+
+        Video files (jobs with ``open_frames``) are streamed one after the other in bounded
+        memory by engine/streaming.py, which calls ``on_progress`` / ``on_region``.
 
         Windows of consecutive videos share batches; arrays of the next videos are loaded in a
         background thread while the network runs. ``postprocess_workers > 0`` runs candidate
@@ -330,6 +365,11 @@ class Predictor:
         from concurrent.futures import Future, ThreadPoolExecutor
 
         jobs = list(jobs)
+        if jobs and all(job.open_frames is not None for job in jobs):
+            from afsd_cli.engine.streaming import run_streaming
+
+            yield from run_streaming(self, jobs, on_progress, on_region)
+            return
         queue: list[tuple[_Pending, int]] = []  # (video, window index) waiting for a batch
         done: dict[int, VideoResult | tuple[_Pending, Future, float]] = {}
         pendings: dict[int, _Pending] = {}
@@ -492,14 +532,20 @@ def check_array_files(jobs: Sequence[VideoJob], data_dirs: Sequence[str | Path],
 
 
 def video_file_jobs(paths: Sequence[str | Path], decode_options: dict[str, Any] | str, stream_channels: Sequence[int],
-                    flow_method: str = "tvl1", flow_device: str = "cpu") -> list[VideoJob]:
-    """Jobs over video files, decoded in memory with the exact preprocessing of ``afsd prepare``.
+                    flow_method: str = "tvl1", flow_device: str = "cpu", streaming: bool = True) -> list[VideoJob]:
+    """Jobs over video files, decoded with the exact preprocessing of ``afsd prepare``.
 
     ``decode_options``: the ``read_video`` arguments of the dataset profile
     (:meth:`afsd_cli.profile.DatasetProfile.decode_options`: sampling rule, fps, frame size), or
     just a sampling mode name. A flow stream (2 channels) gets its flow computed on the fly from
-    the decoded frames with the ``afsd flow`` code.
+    the decoded frames with the ``afsd flow`` code. ``streaming``: frames flow through the network
+    as they are decoded (engine/streaming.py, bounded memory); otherwise each video is decoded
+    whole first.
     """
+    import functools
+
+    from afsd_cli.data.frame_stream import open_frame_stream
+
     options = {"mode": decode_options} if isinstance(decode_options, str) else dict(decode_options)
     jobs = []
     for path in paths:
@@ -529,7 +575,11 @@ def video_file_jobs(paths: Sequence[str | Path], decode_options: dict[str, Any] 
                         arrays.append(flow)
                 return arrays
 
-        jobs.append(VideoJob(path.stem, _Loader(path), None, None, path.stem, str(path)))
+        job = VideoJob(path.stem, _Loader(path), None, None, path.stem, str(path))
+        if streaming:
+            job.open_frames = functools.partial(open_frame_stream, path, options, list(stream_channels),
+                                                flow_method, flow_device)
+        jobs.append(job)
     return jobs
 
 

@@ -195,8 +195,16 @@ def assemble_detections(segments: Any, scores: Any, offsets: Sequence[int],
     """
     if isinstance(segments, torch.Tensor):
         segments, scores = segments.detach().cpu().numpy(), scores.detach().cpu().numpy()
-    detections: list[dict[str, Any]] = []
     per_class = class_candidates(segments, scores, offsets, video.sample_fps, settings.candidate_thresh)
+    return detections_from_candidates(per_class, video, settings, class_names)
+
+
+def detections_from_candidates(per_class: Sequence[np.ndarray | None], video: VideoMeta,
+                               settings: PostprocessSettings,
+                               class_names: Sequence[str] | None) -> list[dict[str, Any]]:
+    """Per-class soft-NMS of a whole video's candidates (see :func:`class_candidates`) → JSON
+    entries. The step that needs every window (engine/streaming.py keeps the candidates until it)."""
+    detections: list[dict[str, Any]] = []
     for cls in range(1, len(per_class)):
         rows = per_class[cls]
         if rows is None:
