@@ -78,7 +78,8 @@ SCHEMA: dict[str, Any] = {
         "weight_decay": Field("float", 1e-3),
         "max_epoch": Field("int", 16),
         "focal_loss": Field("bool", True),
-        "checkpoint_path": Field("path", None),
+        "checkpoint_path": Field("path", None, help="official key; afsd train saves into its run folder "
+                                 "(the run's config.yaml names it)"),
         "random_seed": Field("int", 2020),
         "resume": Field("int", 0, help="official key (epoch to resume); use --resume RUN_DIR"),
         "lw": Field("float", None, help="boundary loss weight (THUMOS 10, ANet 1)"),
@@ -92,6 +93,8 @@ SCHEMA: dict[str, Any] = {
         "skip_nonfinite": Field("bool", False, help="skip a step with a non-finite loss instead of stopping"),
         "validate_every": Field("int", 0, help="epochs between validations; 0 = off"),
         "checkpoint_every": Field("int", 1),
+        "keep_checkpoints": Field("str", "last", help="models kept: last (the last and the best epoch), all, "
+                                  "or N (also every N-th epoch); training states likewise"),
     },
     "testing": {
         "conf_thresh": Field("float", 0.01),
@@ -99,7 +102,8 @@ SCHEMA: dict[str, Any] = {
         "nms_thresh": Field("float", 0.5, help="official key, unused by Gaussian soft-NMS"),
         "nms_sigma": Field("float", 0.5),
         "checkpoint_path": Field("path", None),
-        "output_path": Field("path", None),
+        "output_path": Field("path", None, help="official key; afsd predict/fuse write into run folders "
+                             "(or --output)"),
         "output_json": Field("str", "detection_results.json"),
         "fusion": Field("bool", False),
         "rgb_data_path": Field("path", None),

@@ -31,7 +31,15 @@ def register(app: typer.Typer) -> None:
             None, help="thumos14 or anet (sets the defaults; default: detected from the ground truth)."
         ),
         per_class: bool = typer.Option(False, "--per-class", help="Also print the AP of every class."),
-        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics as JSON here."),
+        output: Optional[Path] = typer.Option(
+            None, "--output", "-o",
+            help="Write the metrics JSON exactly here (no run folder); default: a new run folder "
+                 "runs/evaluate/<name>/metrics.json."),
+        name: Optional[str] = typer.Option(
+            None, "--name", help="Run folder name under --runs-dir (default: the next free exp, exp2, ...)."),
+        exist_ok: bool = typer.Option(False, "--exist-ok", help="Reuse the run folder --name if it exists."),
+        runs_dir: Optional[Path] = typer.Option(
+            None, "--runs-dir", help="Folder of the runs (default: runs/evaluate, or $AFSD_RUNS/evaluate)."),
         plot: Optional[Path] = typer.Option(
             None, "--plot", help="Folder for pr_curves.png and per_class_ap.png.", file_okay=False
         ),
@@ -53,6 +61,7 @@ def register(app: typer.Typer) -> None:
         from afsd_cli.evaluation._malloc import retain_freed_memory
         from afsd_cli.evaluation.datasets import dataset_defaults
         from afsd_cli.io import write_json
+        from afsd_cli.runs import check_output_options, default_runs_dir, new_run_dir, write_env
 
         retain_freed_memory()  # this process only: NumPy temporaries without repeated page faults
 
@@ -62,11 +71,17 @@ def register(app: typer.Typer) -> None:
         if ties not in TIE_BREAKS:
             raise InputError(f"--ties: unknown tie-break {ties!r} (choose one of: {', '.join(TIE_BREAKS)})")
         thresholds = parse_tiou(tiou) if tiou is not None else None
+        check_output_options("evaluate", output, name, exist_ok)
         ground_truth = load_ground_truth(gt, subset, dataset)
         loaded = load_detections(detections)
         result = evaluate_detections(
             ground_truth, loaded, thresholds, strict=strict, tie_break=ties, with_pr_curves=plot is not None
         )
+        run_dir = None  # the run folder (None with --output): metrics.json, env.json
+        if output is None:  # claimed only now that there are metrics to write
+            run_dir = new_run_dir(runs_dir or default_runs_dir("evaluate"), name, exist_ok)
+            output = run_dir / METRICS_NAME
+            write_env(run_dir)
 
         _print_summary(ground_truth, loaded, result, subset)
         if per_class:
@@ -87,6 +102,12 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"cannot write plots: {exc.strerror or exc}", plot) from None
             for path in paths:
                 console.print(f"plot written to [bold]{escape(str(path))}[/]", emoji=False)
+        if run_dir is not None:
+            console.print(f"run folder: [bold]{escape(str(run_dir))}[/] ({METRICS_NAME}, env.json)", emoji=False,
+                          highlight=False)
+
+
+METRICS_NAME = "metrics.json"
 
 
 def _print_summary(ground_truth, detections, result, requested_subset) -> None:

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     def flow(
         rgb_dir: Path = typer.Argument(..., help="Folder of RGB uint8 [T, H, W, 3] .npy files (from `afsd prepare`)."),
         out_dir: Path = typer.Argument(..., help="Where the uint8 [T, H, W, 2] flow .npy files (same names) go."),
-        method: str = typer.Option("tvl1", "--method", "-m", help="tvl1 (ours, PyTorch), opencv-tvl1, dis or farneback."),
+        method: str = typer.Option("tvl1", "--method", help="tvl1 (ours, PyTorch), opencv-tvl1, dis or farneback."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda (the tvl1 method)."),
         jobs: Optional[int] = typer.Option(
             None, "--jobs", "-j", help="Parallel workers (default: every core on cpu, 1 on cuda; 0 = every core)."),

@@ -1,4 +1,4 @@
-"""`afsd fuse`: RGB + flow two-stream detections, fused as the paper does (spec §5.2, §5.4)."""
+"""`afsd fuse`: RGB + flow two-stream detections, fused as the paper does."""
 
 from __future__ import annotations
 
@@ -9,19 +9,25 @@ import typer
 
 from afsd_cli.commands._common import handle_errors
 from afsd_cli.commands.predict import (
-    AmpDtypeOption,
+    DETECTIONS_NAME,
     AmpOption,
     BatchSizeOption,
     ClassifierOption,
     DeterministicOption,
     DeviceOption,
+    ExistOkOption,
+    FlowMethodOption,
     GroundTruthOption,
+    JobsOption,
     LimitOption,
+    NameOption,
     OutputOption,
     PlotOption,
-    WorkersOption,
-    output_path_from,
+    amp_mode,
+    output_destination,
+    record_run,
     run_plan,
+    runs_dir_option,
 )
 
 
@@ -40,17 +46,20 @@ def register(app: typer.Typer) -> None:
         flow_data: Optional[Path] = typer.Option(None, "--flow-data",
                                                  help="Folder of flow arrays; default testing.flow_data_path."),
         output: OutputOption = None,
-        video: Optional[List[Path]] = typer.Option(None, "--video", "-v",
+        name: NameOption = None,
+        exist_ok: ExistOkOption = False,
+        runs_dir: Optional[Path] = runs_dir_option("fuse"),
+        video: Optional[List[Path]] = typer.Option(None, "--video",
                                                    help="Video file(s): frames decoded and flow computed in memory."),
+        flow_method: FlowMethodOption = None,
         classifier: ClassifierOption = None,
         batch_size: BatchSizeOption = None,
         device: DeviceOption = "auto",
-        amp: AmpOption = False,
-        amp_dtype: AmpDtypeOption = "bf16",
+        amp: AmpOption = "off",
         plot: PlotOption = None,
         gt: GroundTruthOption = None,
         limit: LimitOption = None,
-        workers: WorkersOption = 0,
+        jobs: JobsOption = 0,
         deterministic: DeterministicOption = False,
     ) -> None:
         """Run the RGB and the flow network on the same windows and fuse them before decoding.
@@ -63,7 +72,8 @@ def register(app: typer.Typer) -> None:
         from afsd_cli.engine.inference import plan_prediction
         from afsd_cli.errors import ConfigError
 
-        cfg = load_config(config, overrides or [])
+        overrides = list(overrides or []) + ([f"testing.flow_method={flow_method}"] if flow_method else [])
+        cfg = load_config(config, overrides)
         testing = cfg.testing
         rgb_ckpt = rgb_checkpoint or testing.rgb_checkpoint_path
         flow_ckpt = flow_checkpoint or testing.flow_checkpoint_path
@@ -77,10 +87,18 @@ def register(app: typer.Typer) -> None:
         if not video and not all(dirs):
             raise ConfigError("fusion needs both array folders: pass --rgb-data and --flow-data (or set "
                               "testing.rgb_data_path and testing.flow_data_path), or give --video files")
-        out = output_path_from(cfg, output)
+        folder, out = output_destination("fuse", output, runs_dir, name, exist_ok)
         plan = plan_prediction(
             cfg, [rgb_ckpt, flow_ckpt], data_dirs=dirs, videos=video or [],
             classifier_path=classifier, batch_size=batch_size, device=device,
-            amp=amp_dtype if amp else None, limit=limit, deterministic=deterministic,
+            amp=amp_mode(amp), limit=limit, deterministic=deterministic,
         )
-        run_plan(plan, out, plot, gt, f"afsd fuse ({cfg.dataset.name}, RGB + flow, {plan.predictor.device})", workers)
+        title = f"afsd fuse ({cfg.dataset.name}, RGB + flow, {plan.predictor.device})"
+        if folder is None:
+            run_plan(plan, out, plot, gt, title, jobs)
+            return
+        with folder as run_dir:
+            run_plan(plan, run_dir / DETECTIONS_NAME, plot, gt, title, jobs)
+            data = {} if video else {"rgb_data_path": Path(dirs[0]), "flow_data_path": Path(dirs[1])}
+            record_run(run_dir, cfg, plan, rgb_checkpoint_path=Path(rgb_ckpt), flow_checkpoint_path=Path(flow_ckpt),
+                       fusion=True, batch_size=plan.predictor.batch_size, **data)

@@ -7,38 +7,70 @@ from typing import Annotated, Any, List, Optional
 
 import typer
 
+from rich.markup import escape
+
 from afsd_cli.commands._common import console, err_console, fail, handle_errors
 
-# The options `afsd predict` and `afsd fuse` share, declared once.
+# The options `afsd predict` and `afsd fuse` share, declared once (the vocabulary: README's option table).
 OutputOption = Annotated[Optional[Path], typer.Option(
-    "--output", "-o", help="Detections JSON; default testing.output_path/testing.output_json.")]
+    "--output", "-o", help="Write the detections JSON exactly here (no run folder); "
+                           "default: a new run folder runs/<command>/<name>/detections.json.")]
 ClassifierOption = Annotated[Optional[Path], typer.Option(
     "--classifier", help="ActivityNet video-level classification JSON (CUHK format).")]
 BatchSizeOption = Annotated[Optional[int], typer.Option(
-    "--batch-size", "-b", min=1, help="Windows per forward pass; default testing.batch_size.")]
+    "--batch-size", min=1, help="Windows per forward pass; default testing.batch_size.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (CUDA when available).")]
-AmpOption = Annotated[bool, typer.Option("--amp", help="Mixed precision on CUDA (see --amp-dtype).")]
-AmpDtypeOption = Annotated[str, typer.Option("--amp-dtype", help="bf16 or fp16.")]
+AmpOption = Annotated[str, typer.Option("--amp", help="Mixed precision on CUDA: off, bf16 or fp16.")]
 PlotOption = Annotated[Optional[Path], typer.Option(
     "--plot", help="Write a timeline PNG per video into this folder.")]
 GroundTruthOption = Annotated[Optional[Path], typer.Option(
     "--gt", help="Ground-truth JSON (ActivityNet layout) drawn in the plots.")]
 LimitOption = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N videos of the list.")]
-WorkersOption = Annotated[int, typer.Option(
-    "--workers", "-j", min=0, help="Processes for soft-NMS, overlapping the network (0: inline).")]
+JobsOption = Annotated[int, typer.Option(
+    "--jobs", "-j", min=0, help="Processes for soft-NMS, overlapping the network (0: inline).")]
 DeterministicOption = Annotated[bool, typer.Option(
     "--deterministic", help="Batch-size-independent fp32 results (slower convolution kernels).")]
+FlowMethodOption = Annotated[Optional[str], typer.Option(
+    "--flow-method", help="With --video and a flow model: tvl1, opencv-tvl1, dis or farneback; "
+                          "default testing.flow_method.")]
+NameOption = Annotated[Optional[str], typer.Option(
+    "--name", help="Run folder name under --runs-dir (default: the next free exp, exp2, ...).")]
+ExistOkOption = Annotated[bool, typer.Option("--exist-ok", help="Reuse the run folder --name if it exists.")]
+DETECTIONS_NAME = "detections.json"
 
 
-def output_path_from(cfg: Any, output: Optional[Path]) -> Path:
+def runs_dir_option(command: str):
+    return typer.Option(None, "--runs-dir", help=f"Folder of the runs (default: runs/{command}, "
+                                                  f"or $AFSD_RUNS/{command}).")
+
+
+def amp_mode(value: str) -> str | None:
+    """``--amp off|bf16|fp16`` → the predictor's ``amp`` argument (``None`` = full precision)."""
+    from afsd_cli.commands._vocabulary import AMP_MODES
     from afsd_cli.errors import ConfigError
 
-    if output is not None:
-        return output
-    folder, name = cfg.testing.output_path, cfg.testing.output_json
-    if not folder:
-        raise ConfigError("no output file: pass --output FILE (or set testing.output_path)")
-    return Path(folder) / (name or "detection_results.json")
+    if value not in AMP_MODES:
+        raise ConfigError(f"--amp {value!r}: expected one of {', '.join(AMP_MODES)}")
+    return None if value == "off" else value
+
+
+def output_destination(command: str, output: Optional[Path], runs_dir: Optional[Path], name: Optional[str],
+                       exist_ok: bool):
+    from afsd_cli.runs import output_destination as destination
+
+    return destination(command, output, runs_dir, name, exist_ok)
+
+
+def record_run(run_dir: Path, cfg: Any, plan: Any, **testing: Any) -> None:
+    """config.yaml (the run's checkpoint(s) and outputs) and env.json beside the detections."""
+    from afsd_cli.runs import torch_environment, write_env, write_run_config
+
+    write_run_config(run_dir, cfg, output_path=run_dir, output_json=DETECTIONS_NAME, **testing)
+    predictor = plan.predictor
+    write_env(run_dir, {**torch_environment(predictor.device), "amp": predictor.amp or "off",
+                        "batch_size": predictor.batch_size})
+    console.print(f"run folder: [bold]{escape(str(run_dir))}[/] ({DETECTIONS_NAME}, config.yaml, env.json)",
+                  highlight=False)
 
 
 def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optional[Path], title: str,
@@ -131,20 +163,23 @@ def register(app: typer.Typer) -> None:
     def predict(
         config: Path = typer.Argument(..., help="Official-format YAML config (e.g. configs/thumos14.yaml)."),
         overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides, e.g. testing.top_k=200."),
-        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c",
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
                                                   help="Weights (.ckpt, official or ours); default testing.checkpoint_path."),
         output: OutputOption = None,
-        video: Optional[List[Path]] = typer.Option(None, "--video", "-v",
+        name: NameOption = None,
+        exist_ok: ExistOkOption = False,
+        runs_dir: Optional[Path] = runs_dir_option("predict"),
+        video: Optional[List[Path]] = typer.Option(None, "--video",
                                                    help="Video file(s) to decode and run directly (repeatable)."),
+        flow_method: FlowMethodOption = None,
         classifier: ClassifierOption = None,
         batch_size: BatchSizeOption = None,
         device: DeviceOption = "auto",
-        amp: AmpOption = False,
-        amp_dtype: AmpDtypeOption = "bf16",
+        amp: AmpOption = "off",
         plot: PlotOption = None,
         gt: GroundTruthOption = None,
         limit: LimitOption = None,
-        workers: WorkersOption = 0,
+        jobs: JobsOption = 0,
         deterministic: DeterministicOption = False,
     ) -> None:
         """Detect actions with one model (RGB or flow) and write an ActivityNet-style JSON.
@@ -152,16 +187,25 @@ def register(app: typer.Typer) -> None:
         Reads the test videos of dataset.testing.video_info_path and their arrays from
         dataset.testing.video_data_path, or decodes the files given with --video (exactly the
         preprocessing of `afsd prepare`; flow models compute optical flow on the fly).
+        Outputs go to a new run folder runs/predict/exp, exp2, ... (or exactly to --output).
         """
         from afsd_cli.config import load_config
         from afsd_cli.engine.inference import plan_prediction
 
-        cfg = load_config(config, overrides or [])
-        out = output_path_from(cfg, output)
+        overrides = list(overrides or []) + ([f"testing.flow_method={flow_method}"] if flow_method else [])
+        cfg = load_config(config, overrides)
+        folder, out = output_destination("predict", output, runs_dir, name, exist_ok)
+        weights = checkpoint or cfg.testing.checkpoint_path
         plan = plan_prediction(
-            cfg, [checkpoint or cfg.testing.checkpoint_path], videos=video or [],
+            cfg, [weights], videos=video or [],
             classifier_path=classifier, batch_size=batch_size, device=device,
-            amp=amp_dtype if amp else None, limit=limit, deterministic=deterministic,
+            amp=amp_mode(amp), limit=limit, deterministic=deterministic,
         )
         kind = "flow" if plan.channels == [2] else "RGB"
-        run_plan(plan, out, plot, gt, f"afsd predict ({cfg.dataset.name}, {kind}, {plan.predictor.device})", workers)
+        title = f"afsd predict ({cfg.dataset.name}, {kind}, {plan.predictor.device})"
+        if folder is None:
+            run_plan(plan, out, plot, gt, title, jobs)
+            return
+        with folder as run_dir:
+            run_plan(plan, run_dir / DETECTIONS_NAME, plot, gt, title, jobs)
+            record_run(run_dir, cfg, plan, checkpoint_path=Path(weights), batch_size=plan.predictor.batch_size)

@@ -10,6 +10,10 @@ writing everything into one run folder:
 * ``training/state-{epoch}.pt``: optimiser, grad scaler, RNG states and bookkeeping, readable
   with ``torch.load(weights_only=True)``.
 
+Only the last epoch's model and state and ``checkpoint-best.ckpt`` are kept unless
+``training.keep_checkpoints`` asks for more (``afsd_cli.runs.prune_checkpoints``); the run's
+``config.yaml`` names the run's own checkpoint (``afsd_cli.runs.training_run_config``).
+
 Randomness is a function of ``(seed, epoch, index)`` (see ``afsd_cli.data.datasets``) and the
 per-epoch shuffle of ``DistributedSampler(seed)``; with the model and optimiser state restored a
 resumed run therefore continues with exactly the losses an uninterrupted one would have.
@@ -24,10 +28,8 @@ import csv
 import io
 import math
 import os
-import platform
 import random
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,7 @@ from torch import nn
 
 from afsd_cli.engine.losses import TERM_NAMES, LossSettings, consistency_loss, detection_losses, weighted_terms
 from afsd_cli.errors import ConfigError, TrainingError
+from afsd_cli.runs import parse_keep_checkpoints, prune_checkpoints, training_run_config
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -51,45 +54,18 @@ STATE_DIR = "training"
 # --------------------------------------------------------------------------------------------
 # Run folders, environment, RNG state
 # --------------------------------------------------------------------------------------------
-def new_run_dir(base: str | Path = "runs/train", name: str | None = None) -> Path:
-    """``base/name`` (must not exist yet), or the next free ``base/exp``, ``exp2``, ``exp3``..."""
-    base = Path(base)
-    if name:
-        path = base / name
-        if path.exists() and any(path.iterdir()):
-            raise ConfigError(f"run folder {path} already exists; pick another --name or use --resume {path}")
-        return path
-    taken = set()
-    if base.is_dir():
-        for child in base.iterdir():
-            match = re.fullmatch(r"exp(\d*)", child.name)
-            if match:
-                taken.add(int(match.group(1) or 1))
-    number = 1
-    while number in taken:
-        number += 1
-    return base / ("exp" if number == 1 else f"exp{number}")
+def new_run_dir(base: str | Path = "runs/train", name: str | None = None, exist_ok: bool = False) -> Path:
+    """The run folders of every command live in ``afsd_cli.runs`` (kept here for the old import)."""
+    from afsd_cli.runs import new_run_dir as create
+
+    return create(base, name, exist_ok)
 
 
 def environment_report(device: torch.device, world_size: int = 1, amp: str = "off") -> dict[str, Any]:
-    report: dict[str, Any] = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "cuda_available": torch.cuda.is_available(),
-        "cuda": torch.version.cuda,
-        "device": str(device),
-        "world_size": world_size,
-        "amp": amp,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "argv": sys.argv,
-    }
-    if device.type == "cuda":
-        report["gpu"] = torch.cuda.get_device_name(device)
-        report["cudnn"] = torch.backends.cudnn.version()
-    return report
+    """``env.json`` of a training run: afsd version, interpreter, command line, torch, devices."""
+    from afsd_cli.runs import environment, torch_environment
+
+    return environment({**torch_environment(device), "world_size": world_size, "amp": amp})
 
 
 def seed_everything(seed: int) -> None:
@@ -463,7 +439,7 @@ def train(
 
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(run_dir / "config.yaml")
+            training_run_config(run_dir, cfg)
             write_json(run_dir / "env.json", environment_report(device, ctx.world_size, amp))
 
         wrapped: nn.Module = model
@@ -485,6 +461,7 @@ def train(
         skip_nonfinite = bool(getattr(training, "skip_nonfinite", False))
         validate_every = int(getattr(training, "validate_every", 0) or 0)
         checkpoint_every = int(getattr(training, "checkpoint_every", 1) or 1)
+        keep_every = parse_keep_checkpoints(getattr(training, "keep_checkpoints", None))
         clip_frames = int(model.spec.clip_length)
         result = TrainResult(run_dir, rows, best["epoch"], best["map"])
 
@@ -574,6 +551,9 @@ def train(
                         "rng": rng_state(),
                         "best": best,
                     })
+                # retention: the last (and best) epoch by default, see afsd_cli/runs.py
+                prune_checkpoints(run_dir, keep_every)
+                training_run_config(run_dir, cfg)
                 _write_metrics(run_dir / "metrics.csv", rows)
                 plot_loss_curve(run_dir / "loss_curve.png", rows)
             emit({"kind": "epoch_end", "epoch": epoch, "metrics": row})
