@@ -20,6 +20,7 @@ RENAMED_OPTIONS: dict[str, dict[str, str]] = {
     "fuse": {"-v": "--video", "-b": "--batch-size", "--workers": "--jobs"},
     "train": {"--workers": "--jobs"},
     "flow": {"-m": "--method"},
+    "prepare": {"-d": "--dataset", "-a": "--annotations"},
 }
 # commands whose --amp was a flag (plus --amp-dtype bf16|fp16) in afsd 0.1
 AMP_FLAG_COMMANDS = ("predict", "fuse")

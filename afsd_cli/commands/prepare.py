@@ -16,9 +16,9 @@ def register(app: typer.Typer) -> None:
     def prepare(
         video_dir: Optional[Path] = typer.Argument(None, help="Folder of video files (mp4, avi, mkv, webm, mov, ...)."),
         out_dir: Optional[Path] = typer.Argument(None, help="Where <video>.npy, the video-info file and manifest.json go."),
-        dataset: str = typer.Option("thumos14", "--dataset", "-d", help="thumos14: 10 fps; anet: at most 768 frames per video."),
+        dataset: str = typer.Option("thumos14", "--dataset", help="thumos14: 10 fps; anet: at most 768 frames per video."),
         annotations: Optional[Path] = typer.Option(
-            None, "--annotations", "-a",
+            None, "--annotations",
             help="THUMOS14 annotation CSV (only its videos, sorted) or ActivityNet GT JSON (only its videos; "
                  "fills the info JSON's annotations)."),
         info: Optional[Path] = typer.Option(
