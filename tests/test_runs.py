@@ -1,0 +1,176 @@
+"""Run folders (afsd_cli/runs.py): naming, predict/evaluate runs, checkpoint retention and resume,
+a training run folder as a complete input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from afsd_cli.errors import ConfigError, InputError
+from afsd_cli.runs import (
+    find_checkpoint,
+    new_run_dir,
+    parse_keep_checkpoints,
+    prune_checkpoints,
+    resolve_checkpoint,
+    run_folder,
+)
+from test_predict_cli import invoke, small_checkpoint, small_config, write_arrays
+
+
+def test_new_run_dir_numbers_names_and_reuse(tmp_path):
+    assert [new_run_dir(tmp_path).name for _ in range(3)] == ["exp", "exp2", "exp3"]
+    named = new_run_dir(tmp_path, "mine")
+    (named / "detections.json").write_text("{}")
+    with pytest.raises(ConfigError, match="already exists.*--exist-ok"):
+        new_run_dir(tmp_path, "mine")
+    assert new_run_dir(tmp_path, "mine", exist_ok=True) == named  # asked for: reused
+    assert new_run_dir(tmp_path, "empty") == tmp_path / "empty"
+    assert new_run_dir(tmp_path, "empty") == tmp_path / "empty"  # an empty folder holds nothing to lose
+    for bad in ("a/b", "..", ""):
+        with pytest.raises(ConfigError, match="one folder name"):
+            new_run_dir(tmp_path, bad)
+
+
+def test_a_failed_command_leaves_no_empty_run_folder(tmp_path):
+    with pytest.raises(RuntimeError):
+        with run_folder(tmp_path) as run:
+            assert run.is_dir()
+            raise RuntimeError("bad input")
+    assert not (tmp_path / "exp").exists()
+    with run_folder(tmp_path) as run:
+        (run / "out.json").write_text("{}")
+    assert (tmp_path / "exp" / "out.json").is_file()
+
+
+def _touch(run: Path, *names: str) -> None:
+    for name in names:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_bytes(b"x")
+
+
+def test_find_checkpoint_best_else_last(tmp_path):
+    with pytest.raises(InputError, match="no checkpoint"):
+        find_checkpoint(tmp_path)
+    _touch(tmp_path, "checkpoint-2.ckpt", "checkpoint-10.ckpt", "checkpoint-9.ckpt")
+    assert find_checkpoint(tmp_path) == tmp_path / "checkpoint-10.ckpt"  # numerically last, not by name
+    _touch(tmp_path, "checkpoint-best.ckpt")
+    assert find_checkpoint(tmp_path) == tmp_path / "checkpoint-best.ckpt"
+    assert resolve_checkpoint(tmp_path / "checkpoint-2.ckpt") == tmp_path / "checkpoint-2.ckpt"
+    assert resolve_checkpoint(tmp_path) == tmp_path / "checkpoint-best.ckpt"
+
+
+def test_keep_checkpoints_values_and_pruning(tmp_path):
+    assert [parse_keep_checkpoints(v) for v in (None, "last", "all", "3", 3, "every 2")] == [None, None, 1, 3, 3, 2]
+    for bad in ("0", "some", "-1"):
+        with pytest.raises(ConfigError, match="keep_checkpoints"):
+            parse_keep_checkpoints(bad)
+    epochs = range(1, 7)
+    _touch(tmp_path, "checkpoint-best.ckpt", *(f"checkpoint-{e}.ckpt" for e in epochs),
+           *(f"training/state-{e}.pt" for e in epochs))
+    prune_checkpoints(tmp_path, 3)
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == [
+        "checkpoint-3.ckpt", "checkpoint-6.ckpt", "checkpoint-best.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "training").iterdir()) == ["state-3.pt", "state-6.pt"]
+    # a model saved for validation after the last state is kept, and so is the state's model
+    _touch(tmp_path, "checkpoint-7.ckpt")
+    prune_checkpoints(tmp_path, None)
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == [
+        "checkpoint-6.ckpt", "checkpoint-7.ckpt", "checkpoint-best.ckpt"]
+    assert [p.name for p in (tmp_path / "training").iterdir()] == ["state-6.pt"]
+
+
+def test_two_predicts_without_output_land_in_two_folders(tmp_path):
+    write_arrays(tmp_path, {"vid_a": 50})
+    ckpt = small_checkpoint(tmp_path)
+    config = small_config(tmp_path, checkpoint_path=ckpt)
+    runs = tmp_path / "runs"
+    first, text1 = invoke("predict", config, "--device", "cpu", "--runs-dir", runs)
+    # the second with afsd 0.1's spellings: they still work, with a deprecation line
+    second, text2 = invoke("predict", config, "--device", "cpu", "--runs-dir", runs, "--workers", "0", "-b", "2")
+    assert first.exit_code == 0, text1
+    assert second.exit_code == 0, text2
+    assert "deprecated: --workers is now --jobs" in text2
+    for run in (runs / "exp", runs / "exp2"):
+        assert str(run) in (text1 if run.name == "exp" else text2).replace("\n", "")
+        assert json.loads((run / "detections.json").read_text())["results"]["vid_a"]
+        env = json.loads((run / "env.json").read_text())
+        assert env["afsd"] and env["device"] == "cpu" and env["torch"]
+        # the run's config.yaml is valid as written and names what this run used and wrote
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        assert saved["testing"]["checkpoint_path"] == str(ckpt.resolve())
+        assert saved["testing"]["output_path"] == str(run.resolve())
+    assert yaml.safe_load((runs / "exp2" / "config.yaml").read_text())["testing"]["batch_size"] == 2
+
+    # --output writes exactly where asked (tests/test_predict_cli.py), so --name with it is refused
+    result, text = invoke("predict", config, "--runs-dir", runs, "--output", tmp_path / "x.json", "--name", "x")
+    assert result.exit_code == 1 and "without a run folder" in text
+    # a failing run leaves nothing behind
+    result, text = invoke("predict", config, "--device", "cpu", "--runs-dir", runs, "--checkpoint", tmp_path / "no.ckpt")
+    assert result.exit_code == 1 and not (runs / "exp3").exists(), text
+
+
+def test_evaluate_run_folder(tmp_path):
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"database": {"v1": {"subset": "test", "annotations": [
+        {"segment": [1.0, 3.0], "label": "Jump"}]}}}))
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps({"results": {"v1": [{"segment": [1.0, 3.0], "score": 0.9, "label": "Jump"}]}}))
+    runs = tmp_path / "runs"
+    for expected in ("exp", "exp2"):
+        result, text = invoke("evaluate", dets, "--gt", gt, "--subset", "test", "--dataset", "thumos14",
+                              "--runs-dir", runs)
+        assert result.exit_code == 0, text
+        metrics = json.loads((runs / expected / "metrics.json").read_text())
+        assert metrics["average_mAP"] == pytest.approx(1.0)
+        assert json.loads((runs / expected / "env.json").read_text())["afsd"]
+
+
+def test_retention_resume_and_the_run_as_input(tmp_path):
+    import torch
+
+    from afsd_cli.config import load_config
+    from afsd_cli.engine.trainer import TrainOptions, train
+    from train_helpers import tiny_config
+
+    torch.set_num_threads(1)
+    cfg = tiny_config(tmp_path, ["training.ssl=0", "training.validate_every=1"], max_epoch=4)
+    run = tmp_path / "run"
+    scores = iter([0.1, 0.5, 0.2, 0.3, 0.6])
+    one_step = TrainOptions(device="cpu", max_steps_per_epoch=1)
+    train(cfg, run, options=one_step, validate=lambda model, epoch: next(scores))
+    # by default: the last and the best epoch's model, the last epoch's training state
+    assert sorted(p.name for p in run.glob("*.ckpt")) == ["checkpoint-4.ckpt", "checkpoint-best.ckpt"]
+    assert [p.name for p in (run / "training").iterdir()] == ["state-4.pt"]
+    saved = load_config(run / "config.yaml")  # valid as written, names this run's best model
+    assert Path(saved.testing.checkpoint_path) == (run / "checkpoint-best.ckpt").resolve()
+    assert Path(saved.training.checkpoint_path) == run.resolve()
+
+    # --resume from what is kept, to epoch 5
+    result = train(cfg, run, resume=True, options=TrainOptions(device="cpu", max_steps_per_epoch=1, max_epoch=5),
+                   validate=lambda model, epoch: next(scores))
+    assert [row["epoch"] for row in result.epochs] == [1, 2, 3, 4, 5] and result.best_epoch == 5
+    assert sorted(p.name for p in run.glob("*.ckpt")) == ["checkpoint-5.ckpt", "checkpoint-best.ckpt"]
+    assert [p.name for p in (run / "training").iterdir()] == ["state-5.pt"]
+
+    # the run folder's config.yaml drives predict as written (its checkpoint, its test data)
+    result, text = invoke("predict", run / "config.yaml", "--device", "cpu", "--limit", "1",
+                          "--runs-dir", tmp_path / "pred")
+    assert result.exit_code == 0, text
+    used = yaml.safe_load((tmp_path / "pred" / "exp" / "config.yaml").read_text())
+    assert used["testing"]["checkpoint_path"] == str((run / "checkpoint-best.ckpt").resolve())
+    (run / "checkpoint-best.ckpt").unlink()
+    assert find_checkpoint(run) == run / "checkpoint-5.ckpt"
+
+
+def test_checks_and_env_json_record_the_afsd_version(tmp_path):
+    from afsd_cli import __version__
+    from afsd_cli.commands.checks import _version_rows
+    from afsd_cli.runs import write_env
+
+    assert ("afsd", __version__) in _version_rows()
+    env = json.loads(write_env(tmp_path, {"device": "cpu"}).read_text())
+    assert env["afsd"] == __version__ and env["device"] == "cpu" and env["argv"]
