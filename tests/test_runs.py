@@ -174,3 +174,57 @@ def test_checks_and_env_json_record_the_afsd_version(tmp_path):
     assert ("afsd", __version__) in _version_rows()
     env = json.loads(write_env(tmp_path, {"device": "cpu"}).read_text())
     assert env["afsd"] == __version__ and env["device"] == "cpu" and env["argv"]
+
+
+def test_flow_progress_moves_in_frame_pairs(tmp_path):
+    import numpy as np
+
+    from afsd_cli.data.pipeline import flow_files
+
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    rng = np.random.default_rng(0)
+    for name, frames in (("a", 20), ("b", 11)):
+        np.save(rgb / f"{name}.npy", rng.integers(0, 255, (frames, 24, 24, 3), dtype=np.uint8))
+    started, pairs, finished = [], {}, []
+    report = flow_files(rgb, tmp_path / "flow", method="farneback", jobs=1,
+                        on_start=lambda *args: started.append(args),
+                        on_frames=lambda name, n: pairs.setdefault(name, []).append(n),
+                        on_result=lambda result: finished.append(result.name))
+    assert report.ok and started == [(2, {"a": 20, "b": 11})]
+    # reported inside each video, in steps of at most 8 pairs, before its result
+    assert {name: sum(steps) for name, steps in pairs.items()} == {"a": 19, "b": 10}
+    assert max(map(len, pairs.values())) >= 2 and sorted(finished) == ["a", "b"]
+
+
+def _report_pairs(pair_queue, name):
+    pair_queue.put((name, 5))
+
+
+def test_flow_progress_crosses_process_boundaries():
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from afsd_cli.data.pipeline import _pair_reports
+
+    seen = []
+    # a process pool (loky, 2 jobs) gets a multiprocessing queue the workers can put into
+    with _pair_reports(lambda name, n: seen.append((name, n)), "loky", 2, 2) as pair_queue:
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+            list(pool.map(_report_pairs, [pair_queue, pair_queue], ["a", "b"]))
+    assert sorted(seen) == [("a", 5), ("b", 5)]
+    with _pair_reports(seen.append, "dask", 2, 2) as pair_queue:  # remote workers: per video only
+        assert pair_queue is None
+
+
+def test_on_the_fly_flow_of_a_video_reports_pairs(tmp_path):
+    from afsd_cli.engine.inference import video_file_jobs
+    from video_helpers import make_clip
+
+    video = make_clip(tmp_path / "clip.mp4", fps=30.0, num_frames=60, size=(64, 48))  # 20 frames at 10 fps
+    (job,) = video_file_jobs([video], "thumos14", [2], flow_method="farneback")
+    seen = []
+    job.load.on_flow_pairs = lambda name, pairs, total: seen.append((name, pairs, total))
+    (flow,) = job.load()
+    assert {(name, total) for name, _, total in seen} == {("clip", len(flow) - 1)}
+    assert sum(pairs for _, pairs, _ in seen) == len(flow) - 1 and len(seen) >= 2

@@ -49,6 +49,7 @@ def register(app: typer.Typer) -> None:
             report = flow_files(
                 rgb_dir, out_dir, method=method, device=device, jpeg_quality=jpeg_quality, method_options=options, jobs=jobs,
                 backend=backend, overwrite=overwrite, on_start=ui.on_start, on_result=ui.on_result,
+                on_frames=ui.on_frames,
             )
         print_summary(report, f"flow ({method}, {device})")
         if not report.ok:

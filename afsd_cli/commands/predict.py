@@ -110,6 +110,7 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
         console=err_console, transient=False,
     ) as progress:
         task = progress.add_task(title, total=len(plan.jobs), video="")
+        track_flow_progress(plan, progress)  # --video with a flow model: moves in frame pairs
         for result in _closing(predictor, predictor.run(plan.jobs, postprocess_workers=workers)):
             progress.update(task, advance=1, video=f"{result.name} ({len(result.detections)} det.)")
             if result.error:
@@ -148,6 +149,24 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
     console.print(f"detections written to [bold]{escape(str(output))}[/]")
     if plot_dir is not None:
         console.print(f"timelines written to [bold]{escape(str(plot_dir))}[/]")
+
+
+def track_flow_progress(plan: Any, progress: Any) -> None:
+    """A second bar, in frame pairs, for the optical flow computed on the fly from --video files."""
+    task = None
+    totals: dict[str, int] = {}
+
+    def advance(video: str, pairs: int, pairs_in_video: int) -> None:
+        nonlocal task
+        if video not in totals:
+            totals[video] = pairs_in_video
+            if task is None:
+                task = progress.add_task("optical flow (pairs)", total=pairs_in_video, video=video)
+            else:
+                progress.update(task, total=sum(totals.values()), video=video)
+        progress.update(task, advance=pairs)
+
+    plan.report_flow_progress(advance)
 
 
 def _closing(predictor: Any, results: Any):

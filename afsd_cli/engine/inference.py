@@ -503,6 +503,7 @@ def video_file_jobs(paths: Sequence[str | Path], mode: str, stream_channels: Seq
 
         class _Loader:
             info: tuple[float, float] | None = None
+            on_flow_pairs: Callable[[str, int, int], Any] | None = None  # (video, pairs done, pairs in all)
 
             def __init__(self, path: Path):
                 self.path = path
@@ -521,7 +522,11 @@ def video_file_jobs(paths: Sequence[str | Path], mode: str, stream_channels: Seq
                         if flow is None:
                             from afsd_cli.data.flow import compute_flow
 
-                            flow = compute_flow(video.frames, method=flow_method, device=flow_device)
+                            report, total = self.on_flow_pairs, len(video.frames) - 1
+                            progress = None if report is None else (
+                                lambda pairs: report(self.path.stem, pairs, total))
+                            flow = compute_flow(video.frames, method=flow_method, device=flow_device,
+                                                progress=progress)
                         arrays.append(flow)
                 return arrays
 
@@ -560,6 +565,17 @@ class PredictionPlan:
     notices: list[str]
     problems: list[str]  # bad inputs found before running (missing/malformed arrays)
     channels: list[int]
+
+    def report_flow_progress(self, callback: Callable[[str, int, int], Any]) -> bool:
+        """Have the on-the-fly flow of video files (flow models with ``--video``) call
+        ``callback(video, pairs_done, pairs_in_video)`` as frame pairs finish; ``False`` when no
+        job computes flow."""
+        loaders = [job.load for job in self.jobs if hasattr(job.load, "on_flow_pairs")]
+        if 2 not in self.channels or not loaders:
+            return False
+        for loader in loaders:
+            loader.on_flow_pairs = callback
+        return True
 
 
 def class_names_from_config(cfg: Any) -> tuple[str, ...]:
