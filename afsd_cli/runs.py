@@ -193,12 +193,13 @@ def parse_keep_checkpoints(value: Any) -> int | None:
                       f"(keep every N-th epoch), got {value!r}")
 
 
-def prune_checkpoints(run_dir: str | Path, every: int | None) -> list[Path]:
+def prune_checkpoints(run_dir: str | Path, every: int | None, from_epoch: int = 0) -> list[Path]:
     """Delete the epoch checkpoints and training states a run no longer needs; return them.
 
     Kept: the last saved epoch's model and state, the model of the last state's epoch (what
     ``--resume`` reads), ``checkpoint-best.ckpt`` (a separate file), and with ``every = N`` the
-    model and state of every N-th epoch.
+    model and state of every N-th epoch. Files of epochs before ``from_epoch`` are left alone (a
+    run resumed after epoch E passes E: what an older afsd kept before it is not deleted).
     """
     models, states = epoch_checkpoints(run_dir), epoch_states(run_dir)
     last_state = max(states, default=None)
@@ -206,7 +207,7 @@ def prune_checkpoints(run_dir: str | Path, every: int | None) -> list[Path]:
     removed = []
     for files, keep in ((models, keep_models), (states, {last_state})):
         for epoch, path in files.items():
-            if epoch in keep or (every is not None and epoch % every == 0):
+            if epoch in keep or epoch < from_epoch or (every is not None and epoch % every == 0):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -81,6 +81,11 @@ def test_keep_checkpoints_values_and_pruning(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == [
         "checkpoint-6.ckpt", "checkpoint-7.ckpt", "checkpoint-best.ckpt"]
     assert [p.name for p in (tmp_path / "training").iterdir()] == ["state-6.pt"]
+    # a resumed run leaves the files before its start alone
+    _touch(tmp_path, "checkpoint-2.ckpt", "checkpoint-8.ckpt", "training/state-8.pt")
+    prune_checkpoints(tmp_path, None, from_epoch=6)
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == [
+        "checkpoint-2.ckpt", "checkpoint-8.ckpt", "checkpoint-best.ckpt"]
 
 
 def test_two_predicts_without_output_land_in_two_folders(tmp_path):
@@ -148,6 +153,7 @@ def test_retention_resume_and_the_run_as_input(tmp_path):
     saved = load_config(run / "config.yaml")  # valid as written, names this run's best model
     assert Path(saved.testing.checkpoint_path) == (run / "checkpoint-best.ckpt").resolve()
     assert Path(saved.training.checkpoint_path) == run.resolve()
+    assert json.loads((run / "env.json").read_text())["afsd"]
 
     # --resume from what is kept, to epoch 5
     result = train(cfg, run, resume=True, options=TrainOptions(device="cpu", max_steps_per_epoch=1, max_epoch=5),

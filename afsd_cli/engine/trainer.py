@@ -552,7 +552,7 @@ def train(
                         "best": best,
                     })
                 # retention: the last (and best) epoch by default, see afsd_cli/runs.py
-                prune_checkpoints(run_dir, keep_every)
+                prune_checkpoints(run_dir, keep_every, from_epoch=start_epoch - 1)
                 training_run_config(run_dir, cfg)
                 _write_metrics(run_dir / "metrics.csv", rows)
                 plot_loss_curve(run_dir / "loss_curve.png", rows)
