@@ -24,7 +24,6 @@ from afsd_cli.commands.predict import (
     OutputOption,
     PlotOption,
     amp_mode,
-    output_destination,
     record_run,
     run_plan,
     runs_dir_option,
@@ -71,6 +70,7 @@ def register(app: typer.Typer) -> None:
         from afsd_cli.config import load_config
         from afsd_cli.engine.inference import plan_prediction
         from afsd_cli.errors import ConfigError
+        from afsd_cli.runs import output_destination
 
         overrides = list(overrides or []) + ([f"testing.flow_method={flow_method}"] if flow_method else [])
         cfg = load_config(config, overrides)

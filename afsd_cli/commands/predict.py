@@ -54,13 +54,6 @@ def amp_mode(value: str) -> str | None:
     return None if value == "off" else value
 
 
-def output_destination(command: str, output: Optional[Path], runs_dir: Optional[Path], name: Optional[str],
-                       exist_ok: bool):
-    from afsd_cli.runs import output_destination as destination
-
-    return destination(command, output, runs_dir, name, exist_ok)
-
-
 def record_run(run_dir: Path, cfg: Any, plan: Any, **testing: Any) -> None:
     """config.yaml (the run's checkpoint(s) and outputs) and env.json beside the detections."""
     from afsd_cli.runs import torch_environment, write_env, write_run_config
@@ -210,6 +203,7 @@ def register(app: typer.Typer) -> None:
         """
         from afsd_cli.config import load_config
         from afsd_cli.engine.inference import plan_prediction
+        from afsd_cli.runs import output_destination
 
         overrides = list(overrides or []) + ([f"testing.flow_method={flow_method}"] if flow_method else [])
         cfg = load_config(config, overrides)

@@ -80,10 +80,10 @@ def _run(cfg, run_dir, resume: bool, device: str, amp: Optional[str], workers: O
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
         console=console, disable=not main_process, transient=False,
     )
-    task = None
+    task = validation_task = None
 
     def on_event(event: dict) -> None:
-        nonlocal task
+        nonlocal task, validation_task
         kind = event["kind"]
         if not main_process:
             return
@@ -94,6 +94,11 @@ def _run(cfg, run_dir, resume: bool, device: str, amp: Optional[str], workers: O
             text = f"loss {losses['total']:.4g} (" + " ".join(
                 f"{k} {losses[k]:.3g}" for k in TERM_NAMES) + ")"
             progress.update(task, completed=event["step"], losses=text)
+        elif kind == "validation_progress":
+            if validation_task is None or event["done"] == 1:
+                validation_task = progress.add_task("validate", total=event["total"],
+                                                    epoch=f"{event['epoch']} validation", losses="videos")
+            progress.update(validation_task, completed=event["done"])
         elif kind == "validation":
             progress.console.print(f"epoch {event['epoch']}: validation mAP {event['map']:.4f}")
         elif kind in ("warning", "skipped_step"):

@@ -592,6 +592,8 @@ def default_validation(cfg: Any, run_dir: Path, device: torch.device, emit: Call
             emit({"kind": "warning", "message": "validation is not available in this build; skipped"})
             return None
         return validation_map(cfg, run_dir / f"checkpoint-{epoch}.ckpt",
-                              run_dir / "validation" / f"epoch-{epoch}.json", device=str(device))
+                              run_dir / "validation" / f"epoch-{epoch}.json", device=str(device),
+                              progress=lambda done, total: emit({"kind": "validation_progress", "epoch": epoch,
+                                                                 "done": done, "total": total}))
 
     return run
