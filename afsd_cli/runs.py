@@ -55,12 +55,9 @@ def new_run_dir(base: str | Path, name: str | None = None, exist_ok: bool = Fals
     ``base/exp``. The folder is created here, so two runs started together never share one.
     """
     base = Path(base)
-    if name is not None and (not name or Path(name).name != name or name in (".", "..")):
-        raise ConfigError(f"--name {name!r}: a run name is one folder name (no '/')")
+    check_run_name(base, name, exist_ok, reuse_hint)
     if name or exist_ok:
         path = base / (name or "exp")
-        if not exist_ok and path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise ConfigError(f"run folder already exists; pick another --name or {reuse_hint}", path)
         _make_dir(path, exist_ok=True)
         return path
     number = max(_auto_numbers(base), default=0) + 1
@@ -69,6 +66,18 @@ def new_run_dir(base: str | Path, name: str | None = None, exist_ok: bool = Fals
         if _make_dir(path, exist_ok=False):
             return path
         number += 1  # another run claimed it in the meantime
+
+
+def check_run_name(base: str | Path, name: str | None, exist_ok: bool = False,
+                   reuse_hint: str = "pass --exist-ok to reuse it") -> None:
+    """The errors ``new_run_dir`` would raise for ``name``, without creating anything (commands
+    call it before their expensive work)."""
+    if name is not None and (not name or Path(name).name != name or name in (".", "..")):
+        raise ConfigError(f"--name {name!r}: a run name is one folder name (no '/')")
+    if name and not exist_ok:
+        path = Path(base) / name
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ConfigError(f"run folder already exists; pick another --name or {reuse_hint}", path)
 
 
 def _auto_numbers(base: Path) -> list[int]:
@@ -116,7 +125,9 @@ def output_destination(command: str, output: str | Path | None, runs_dir: str | 
     check_output_options(command, output, name, exist_ok)
     if output is not None:
         return None, Path(output)
-    return run_folder(runs_dir or default_runs_dir(command), name, exist_ok), None
+    base = runs_dir or default_runs_dir(command)
+    check_run_name(base, name, exist_ok)  # now, not after the work
+    return run_folder(base, name, exist_ok), None
 
 
 def check_output_options(command: str, output: str | Path | None, name: str | None, exist_ok: bool) -> None:

@@ -132,6 +132,11 @@ def test_evaluate_run_folder(tmp_path):
         metrics = json.loads((runs / expected / "metrics.json").read_text())
         assert metrics["average_mAP"] == pytest.approx(1.0)
         assert json.loads((runs / expected / "env.json").read_text())["afsd"]
+    result, text = invoke("evaluate", dets, "--gt", gt, "--runs-dir", runs, "--name", "exp")
+    assert result.exit_code == 1 and "already exists" in text and "--exist-ok" in text
+    result, text = invoke("evaluate", dets, "--gt", gt, "--subset", "test", "--runs-dir", runs, "--name", "exp",
+                          "--exist-ok")
+    assert result.exit_code == 0 and "run folder" in text, text
 
 
 def test_retention_resume_and_the_run_as_input(tmp_path):

@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         from afsd_cli.evaluation._malloc import retain_freed_memory
         from afsd_cli.evaluation.datasets import dataset_defaults
         from afsd_cli.io import write_json
-        from afsd_cli.runs import check_output_options, default_runs_dir, new_run_dir, write_env
+        from afsd_cli.runs import check_output_options, check_run_name, default_runs_dir, new_run_dir, write_env
 
         retain_freed_memory()  # this process only: NumPy temporaries without repeated page faults
 
@@ -72,6 +72,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--ties: unknown tie-break {ties!r} (choose one of: {', '.join(TIE_BREAKS)})")
         thresholds = parse_tiou(tiou) if tiou is not None else None
         check_output_options("evaluate", output, name, exist_ok)
+        check_run_name(runs_dir or default_runs_dir("evaluate"), name, exist_ok)
         ground_truth = load_ground_truth(gt, subset, dataset)
         loaded = load_detections(detections)
         result = evaluate_detections(
