@@ -175,6 +175,12 @@ def test_retention_resume_and_the_run_as_input(tmp_path):
     assert used["testing"]["checkpoint_path"] == str((run / "checkpoint-best.ckpt").resolve())
     (run / "checkpoint-best.ckpt").unlink()
     assert find_checkpoint(run) == run / "checkpoint-5.ckpt"
+    # --checkpoint RUN_DIR: the run's best checkpoint, else its last (here the last)
+    result, text = invoke("predict", run / "config.yaml", "--checkpoint", run, "--device", "cpu", "--limit", "1",
+                          "--runs-dir", tmp_path / "pred")
+    assert result.exit_code == 0, text
+    used = yaml.safe_load((tmp_path / "pred" / "exp2" / "config.yaml").read_text())
+    assert used["testing"]["checkpoint_path"] == str((run / "checkpoint-5.ckpt").resolve())
 
 
 def test_checks_and_env_json_record_the_afsd_version(tmp_path):

@@ -37,9 +37,9 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Argument(..., help="Official-format YAML config (the RGB one, e.g. configs/thumos14.yaml)."),
         overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides."),
         rgb_checkpoint: Optional[Path] = typer.Option(None, "--rgb-checkpoint",
-                                                      help="RGB weights; default testing.rgb_checkpoint_path."),
+                                                      help="RGB weights or training run folder; default testing.rgb_checkpoint_path."),
         flow_checkpoint: Optional[Path] = typer.Option(None, "--flow-checkpoint",
-                                                       help="Flow weights; default testing.flow_checkpoint_path."),
+                                                       help="Flow weights or training run folder; default testing.flow_checkpoint_path."),
         rgb_data: Optional[Path] = typer.Option(None, "--rgb-data",
                                                 help="Folder of RGB arrays; default testing.rgb_data_path."),
         flow_data: Optional[Path] = typer.Option(None, "--flow-data",
@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         from afsd_cli.config import load_config
         from afsd_cli.engine.inference import plan_prediction
         from afsd_cli.errors import ConfigError
-        from afsd_cli.runs import output_destination
+        from afsd_cli.runs import output_destination, resolve_checkpoint
 
         overrides = list(overrides or []) + ([f"testing.flow_method={flow_method}"] if flow_method else [])
         cfg = load_config(config, overrides)
@@ -81,6 +81,7 @@ def register(app: typer.Typer) -> None:
             which = "--rgb-checkpoint" if not rgb_ckpt else "--flow-checkpoint"
             raise ConfigError(f"fusion needs both checkpoints: pass {which} (or set testing.rgb_checkpoint_path "
                               "and testing.flow_checkpoint_path)")
+        rgb_ckpt, flow_ckpt = resolve_checkpoint(rgb_ckpt), resolve_checkpoint(flow_ckpt)  # run folders too
         # the RGB arrays default to the config's own data folder when it is an RGB config
         rgb_default = testing.rgb_data_path or (cfg.dataset.testing.video_data_path if cfg.model.in_channels == 3 else None)
         dirs = [] if video else [rgb_data or rgb_default, flow_data or testing.flow_data_path]

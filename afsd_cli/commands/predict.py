@@ -176,7 +176,8 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Argument(..., help="Official-format YAML config (e.g. configs/thumos14.yaml)."),
         overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides, e.g. testing.top_k=200."),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
-                                                  help="Weights (.ckpt, official or ours); default testing.checkpoint_path."),
+                                                  help="Weights (.ckpt, official or ours) or a training run folder "
+                                                       "(its best, else last checkpoint); default testing.checkpoint_path."),
         output: OutputOption = None,
         name: NameOption = None,
         exist_ok: ExistOkOption = False,
@@ -203,12 +204,13 @@ def register(app: typer.Typer) -> None:
         """
         from afsd_cli.config import load_config
         from afsd_cli.engine.inference import plan_prediction
-        from afsd_cli.runs import output_destination
+        from afsd_cli.runs import output_destination, resolve_checkpoint
 
         overrides = list(overrides or []) + ([f"testing.flow_method={flow_method}"] if flow_method else [])
         cfg = load_config(config, overrides)
         folder, out = output_destination("predict", output, runs_dir, name, exist_ok)
         weights = checkpoint or cfg.testing.checkpoint_path
+        weights = weights and resolve_checkpoint(weights)  # a training run folder: its best, else last
         plan = plan_prediction(
             cfg, [weights], videos=video or [],
             classifier_path=classifier, batch_size=batch_size, device=device,
