@@ -47,25 +47,41 @@ def default_runs_dir(command: str) -> Path:
 
 
 def new_run_dir(base: str | Path, name: str | None = None, exist_ok: bool = False,
-                reuse_hint: str = "pass --exist-ok to reuse it") -> Path:
-    """Create and return a fresh run folder under ``base`` (e.g. ``runs/predict``).
+                reuse_hint: str = "pass --exist-ok to reuse it", create: bool = True) -> Path:
+    """A fresh run folder under ``base`` (e.g. ``runs/predict``), created unless ``create`` is off
+    (training creates its folder itself, so that a failed start can remove it again).
 
     Without ``name``: the next free ``exp``, ``exp2``, ``exp3``... With ``name``: ``base/name``,
-    refused when it already holds files unless ``exist_ok``. ``exist_ok`` without ``name`` reuses
-    ``base/exp``. The folder is created here, so two runs started together never share one.
+    refused when it holds results (``is_unused_run_dir``) unless ``exist_ok``. ``exist_ok``
+    without ``name`` reuses ``base/exp``. Creating the folder here claims it, so two runs started
+    together never share one.
     """
     base = Path(base)
     check_run_name(base, name, exist_ok, reuse_hint)
     if name or exist_ok:
         path = base / (name or "exp")
-        _make_dir(path, exist_ok=True)
+        if create:
+            _make_dir(path, exist_ok=True)
         return path
     number = max(_auto_numbers(base), default=0) + 1
     while True:
         path = base / ("exp" if number == 1 else f"exp{number}")
-        if _make_dir(path, exist_ok=False):
+        if not create:
+            if not path.exists():
+                return path
+        elif _make_dir(path, exist_ok=False):
             return path
-        number += 1  # another run claimed it in the meantime
+        number += 1  # taken (by another run started in the meantime)
+
+
+def is_unused_run_dir(path: str | Path) -> bool:
+    """True for a folder holding no results: nothing but ``config.yaml`` / ``env.json`` (what a
+    start writes first), hidden temporary files and empty folders. Such a folder may be reused."""
+    for entry in Path(path).rglob("*"):
+        if entry.is_dir() or entry.name in (CONFIG_NAME, ENV_NAME) or entry.name.startswith("."):
+            continue
+        return False
+    return True
 
 
 def check_run_name(base: str | Path, name: str | None, exist_ok: bool = False,
@@ -76,7 +92,9 @@ def check_run_name(base: str | Path, name: str | None, exist_ok: bool = False,
         raise ConfigError(f"--name {name!r}: a run name is one folder name (no '/')")
     if name and not exist_ok:
         path = Path(base) / name
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and not path.is_dir():
+            raise ConfigError("run folder path is a file; pick another --name", path)
+        if path.exists() and not is_unused_run_dir(path):
             raise ConfigError(f"run folder already exists; pick another --name or {reuse_hint}", path)
 
 

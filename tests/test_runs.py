@@ -29,7 +29,11 @@ def test_new_run_dir_numbers_names_and_reuse(tmp_path):
         new_run_dir(tmp_path, "mine")
     assert new_run_dir(tmp_path, "mine", exist_ok=True) == named  # asked for: reused
     assert new_run_dir(tmp_path, "empty") == tmp_path / "empty"
-    assert new_run_dir(tmp_path, "empty") == tmp_path / "empty"  # an empty folder holds nothing to lose
+    (tmp_path / "empty" / "env.json").write_text("{}")  # what a start that died wrote: no results
+    assert new_run_dir(tmp_path, "empty") == tmp_path / "empty"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="is a file"):
+        new_run_dir(tmp_path, "file")
     for bad in ("a/b", "..", ""):
         with pytest.raises(ConfigError, match="one folder name"):
             new_run_dir(tmp_path, bad)

@@ -32,7 +32,8 @@ def _metrics(run: Path) -> list[dict[str, str]]:
 
 
 def test_run_dir_auto_increments(tmp_path):
-    assert new_run_dir(tmp_path) == tmp_path / "exp" and (tmp_path / "exp").is_dir()  # claimed at once
+    assert new_run_dir(tmp_path) == tmp_path / "exp" and not (tmp_path / "exp").exists()  # train creates it
+    (tmp_path / "exp").mkdir()
     (tmp_path / "exp3").mkdir()
     assert new_run_dir(tmp_path) == tmp_path / "exp4"  # after the highest: numbers follow the order of runs
     assert new_run_dir(tmp_path, "mine") == tmp_path / "mine"

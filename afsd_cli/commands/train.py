@@ -56,7 +56,8 @@ def register(app: typer.Typer) -> None:
             from afsd_cli.runs import default_runs_dir, new_run_dir
 
             base = runs_dir or default_runs_dir("train")
-            run_dir = lambda: new_run_dir(base, name, reuse_hint="continue it with --resume")  # noqa: E731 - rank 0 only
+            run_dir = lambda: new_run_dir(base, name, reuse_hint="continue it with --resume",  # noqa: E731 - rank 0 only
+                                          create=False)
         if batch_size is not None:
             overrides.append(f"training.batch_size={batch_size}")
         cfg = load_config(config_path, overrides)

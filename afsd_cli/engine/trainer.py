@@ -54,11 +54,12 @@ STATE_DIR = "training"
 # --------------------------------------------------------------------------------------------
 # Run folders, environment, RNG state
 # --------------------------------------------------------------------------------------------
-def new_run_dir(base: str | Path = "runs/train", name: str | None = None, exist_ok: bool = False) -> Path:
-    """The run folders of every command live in ``afsd_cli.runs`` (kept here for the old import)."""
-    from afsd_cli.runs import new_run_dir as create
+def new_run_dir(base: str | Path = "runs/train", name: str | None = None) -> Path:
+    """``afsd_cli.runs.new_run_dir`` for training (not created: ``train`` creates it); kept here for
+    the old import."""
+    from afsd_cli.runs import new_run_dir as next_free
 
-    return create(base, name, exist_ok)
+    return next_free(base, name, reuse_hint="continue it with --resume", create=False)
 
 
 def environment_report(device: torch.device, world_size: int = 1, amp: str = "off") -> dict[str, Any]:
