@@ -147,6 +147,12 @@ def assert_same_detections(ours: dict, theirs: dict) -> None:
         got = ours[video]
         assert len(got) == len(expected), video
         assert [d["label"] for d in got] == [d["label"] for d in expected], video
-        got_num = np.array([[d["score"], *d["segment"]] for d in got])
-        exp_num = np.array([[d["score"], *d["segment"]] for d in expected])
-        np.testing.assert_allclose(got_num, exp_num, rtol=1e-5, atol=1e-6, err_msg=video)
+        got_scores = np.array([d["score"] for d in got])
+        exp_scores = np.array([d["score"] for d in expected])
+        np.testing.assert_allclose(got_scores, exp_scores, rtol=1e-5, atol=1e-6, err_msg=video)
+        # Segments are in seconds: float32 convolution sums differ between CPU kernels (AVX2 vs
+        # AVX-512/AMX builds of the same PyTorch), which moved an ActivityNet boundary by 1.7e-5 s
+        # on an AMX machine; 0.1 ms is still far below one frame.
+        got_segments = np.array([d["segment"] for d in got])
+        exp_segments = np.array([d["segment"] for d in expected])
+        np.testing.assert_allclose(got_segments, exp_segments, rtol=1e-5, atol=1e-4, err_msg=video)

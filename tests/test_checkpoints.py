@@ -110,7 +110,7 @@ def test_unreadable_files_are_clear_errors(tmp_path):
         read_state_dict(tmp_path / "nope.ckpt")
     assert "nope.ckpt" in str(info.value)
     (tmp_path / "garbage.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         read_state_dict(tmp_path / "garbage.ckpt")
     torch.save([1, 2, 3], tmp_path / "list.ckpt")
     with pytest.raises(CheckpointError, match="not a state dict"):
@@ -123,8 +123,9 @@ class Payload:
 
 def test_checkpoint_with_code_is_refused(tmp_path):
     torch.save({"weights": Payload()}, tmp_path / "pickled.ckpt")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="refused: the file holds Python objects") as info:
         read_state_dict(tmp_path / "pickled.ckpt")
+    assert "weights_only" not in str(info.value)
 
 
 def _pytorch_i3d_file(path, in_channels=3, with_logits=True, drop_counters=True):
@@ -150,7 +151,7 @@ def test_i3d_weights_load_with_a_report(tmp_path):
     report = model.backbone.load_pretrained(path)
     assert report.matched == len(state) - 2
     assert report.unexpected == ["logits.conv3d.weight", "logits.conv3d.bias"]
-    assert report.missing and all(key.endswith("num_batches_tracked") for key in report.missing)
+    assert not report.missing  # PyTorch fills the BatchNorm counters a PyTorch 0.3 file lacks
     assert torch.equal(model.backbone._model.Mixed_4f.b1b.conv3d.weight, state["Mixed_4f.b1b.conv3d.weight"])
     assert "tensors loaded" in report.summary()
 

@@ -105,10 +105,10 @@ def test_collate_and_consistency_index(tmp_path):
 def test_missing_or_malformed_array_names_the_file(tmp_path):
     window = TrainingWindow("v", 0, (Annotation(2.0, 12.0, 1),), 16, 2)
     ds = WindowDataset([window], tmp_path, clip_length=16, crop_size=8)
-    with pytest.raises(InputError, match=r"v\.npy: frame array not found"):
+    with pytest.raises(InputError, match=r"v\.npy: array file not found"):
         ds[0]
     np.save(tmp_path / "v.npy", np.zeros((16, 8, 8), np.uint8))
-    with pytest.raises(InputError, match="expected frames"):
+    with pytest.raises(InputError, match=r"expected RGB frames \[T, H, W, 3\]"):
         ds[0]
 
 

@@ -164,7 +164,7 @@ GOOD_ITEM = {"segment": [1.0, 2.0], "score": 0.5, "label": "X"}
         ({"results": {"v": [{"segment": [1, 2], "label": "X"}]}}, "results['v'][0]: missing key 'score'"),
         ({"results": {"v": [GOOD_ITEM, dict(GOOD_ITEM, segment=[4.5, 1.2])]}},
          "results['v'][1]: segment end 1.2 < start 4.5"),
-        ({"results": {"v": [dict(GOOD_ITEM, segment=[-1, 2])]}}, "results['v'][0]: segment start -1 is negative"),
+        ({"results": {"v": [dict(GOOD_ITEM, segment=[-1, -2])]}}, "results['v'][0]: segment end -2 < start -1"),
         ({"results": {"v": [dict(GOOD_ITEM, segment=[1, "x"])]}}, "results['v'][0]: segment end: expected a number, got 'x'"),
         ({"results": {"v": [dict(GOOD_ITEM, segment=[1, 2, 3])]}}, "results['v'][0]: segment must be [start, end], got 3 values"),
         ({"results": {"v": [dict(GOOD_ITEM, segment=[1, None])]}}, "results['v'][0]: segment end: expected a number, got null"),

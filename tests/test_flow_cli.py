@@ -50,7 +50,7 @@ def test_flow_failures_are_reported_and_recorded(flowed):
     assert items["moving"]["status"] == "done" and items["moving"]["shape"] == [8, 112, 112, 2]
     assert items["moving"]["method"] == "farneback"
     assert "expected uint8 [T, H, W, 3]" in items["wrong_shape"]["error"]
-    assert "not a readable .npy" in items["not_npy"]["error"]
+    assert "not a .npy file" in items["not_npy"]["error"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 

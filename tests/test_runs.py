@@ -266,3 +266,40 @@ def test_validation_during_training_reports_videos(tmp_path):
     value = validation_map(cfg, tmp_path / "model.ckpt", tmp_path / "val.json", limit=1,
                            progress=lambda done, total: seen.append((done, total)))
     assert 0.0 <= value <= 1.0 and seen == [(1, 1)]
+
+
+def test_run_folder_is_checked_before_work_and_keeps_a_partial_batch(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from video_helpers import make_clip
+
+    config, ckpt = small_config(tmp_path), small_checkpoint(tmp_path)
+    # the runs folder cannot be written (a file in its place): one line, before the (missing) model is read
+    blocked = tmp_path / "blocked"
+    blocked.write_text("not a folder")
+    result, text = invoke("predict", config, "--device", "cpu", "--runs-dir", blocked, "--checkpoint",
+                          tmp_path / "no.ckpt")
+    assert result.exit_code == 1 and "is a file, expected a folder" in text, text
+    assert "no.ckpt" not in text and blocked.read_text() == "not a folder"
+    result, text = invoke("evaluate", tmp_path / "missing.json", "--gt", tmp_path / "missing-gt.json",
+                          "--runs-dir", blocked)
+    assert result.exit_code == 1 and "is a file, expected a folder" in text and "not found" not in text, text
+
+    # one bad video of two: the run folder holds the good one's detections and is recorded (exit 1)
+    good = make_clip(tmp_path / "good.mp4", fps=30.0, num_frames=30, size=(64, 48))
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00 ftypisom not really a video")
+    runs = tmp_path / "runs"
+    result, text = invoke("predict", config, "--checkpoint", ckpt, "--device", "cpu", "--runs-dir", runs,
+                          "--video", good, "--video", broken)
+    assert result.exit_code == 1 and "1 of 2 video(s) failed" in " ".join(text.split()), text
+    run = runs / "exp"
+    assert list(json.loads((run / "detections.json").read_text())["results"]) == ["good"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["testing"]["checkpoint_path"] == str(ckpt.resolve())
+    assert json.loads((run / "env.json").read_text())["device"] == "cpu"
+    # --all-or-nothing: nothing written, so no run folder is left behind
+    result, text = invoke("predict", config, "--checkpoint", ckpt, "--device", "cpu", "--runs-dir", runs,
+                          "--video", broken, "--video", good, "--all-or-nothing")
+    assert result.exit_code == 1 and "nothing was written" in " ".join(text.split()), text
+    assert sorted(p.name for p in runs.iterdir()) == ["exp"]

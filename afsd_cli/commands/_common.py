@@ -35,9 +35,18 @@ def handle_errors(func: F) -> F:
         except AFSDError as exc:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
+            # 128 + SIGINT, as a shell reports it; the atomic writers have removed their temp files
             raise fail("interrupted", code=130) from None
+        except OSError as exc:
+            # a system error the library did not translate: still one line, the path and the reason
+            raise fail(_os_error_line(exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _os_error_line(exc: OSError) -> str:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
 def not_implemented(name: str) -> typer.Exit:

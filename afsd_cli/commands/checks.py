@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
     @app.command("checks")
     @handle_errors
     def checks(
-        seed: int = typer.Option(0, help="Seed of the self-test's random input."),
+        seed: int = typer.Option(0, min=0, help="Seed of the self-test's random input."),
         repeats: int = typer.Option(5, min=1, help="Timed forward+backward calls per backend (median shown)."),
     ) -> None:
         """Report versions, devices and boundary-max-pool backends, and self-test them."""

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         runs_dir: Optional[Path] = typer.Option(
             None, "--runs-dir", help="Folder of the runs (default: runs/evaluate, or $AFSD_RUNS/evaluate)."),
         plot: Optional[Path] = typer.Option(
-            None, "--plot", help="Folder for pr_curves.png and per_class_ap.png.", file_okay=False
+            None, "--plot", help="Folder for pr_curves.png and per_class_ap.png."
         ),
         strict: bool = typer.Option(
             False, "--strict", help="Fail on detections of unknown videos or labels instead of dropping them."
@@ -72,7 +72,9 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--ties: unknown tie-break {ties!r} (choose one of: {', '.join(TIE_BREAKS)})")
         thresholds = parse_tiou(tiou) if tiou is not None else None
         check_output_options("evaluate", output, name, exist_ok)
-        check_run_name(runs_dir or default_runs_dir("evaluate"), name, exist_ok)
+        base = runs_dir or default_runs_dir("evaluate")
+        check_run_name(base, name, exist_ok)
+        _check_outputs(output, plot, None if output is not None else base / (name or ("exp" if exist_ok else "")))
         ground_truth = load_ground_truth(gt, subset, dataset)
         loaded = load_detections(detections)
         result = evaluate_detections(
@@ -80,7 +82,7 @@ def register(app: typer.Typer) -> None:
         )
         run_dir = None  # the run folder (None with --output): metrics.json, env.json
         if output is None:  # claimed only now that there are metrics to write
-            run_dir = new_run_dir(runs_dir or default_runs_dir("evaluate"), name, exist_ok)
+            run_dir = new_run_dir(base, name, exist_ok)
             output = run_dir / METRICS_NAME
             write_env(run_dir)
 
@@ -111,6 +113,19 @@ def register(app: typer.Typer) -> None:
 METRICS_NAME = "metrics.json"
 
 
+def _check_outputs(output: Optional[Path], plot: Optional[Path], run_folder: Optional[Path] = None) -> None:
+    """Unwritable outputs fail before the (possibly long) evaluation, not after it: ``output``,
+    or else the run folder to be (or the folder it will be created in), and the plot folder."""
+    from afsd_cli.io import ensure_writable
+
+    if output is not None:
+        ensure_writable(output, kind="file")
+    elif run_folder is not None:
+        ensure_writable(run_folder, kind="folder")
+    if plot is not None:
+        ensure_writable(plot, kind="folder")
+
+
 def _print_summary(ground_truth, detections, result, requested_subset) -> None:
     from rich.markup import escape
 
@@ -139,6 +154,23 @@ def _print_summary(ground_truth, detections, result, requested_subset) -> None:
                       "without annotations in the ground truth")
     if dropped.unknown_label:
         _warn_dropped(dropped.unknown_label, "with", dropped.unknown_labels, "label", "absent from the ground truth")
+    if result.out_of_range.total:
+        _note_out_of_range(result.out_of_range)
+
+
+def _note_out_of_range(out_of_range) -> None:
+    """``note: of the evaluated detections, 2 start before 0 s, 1 ends after its video ...``."""
+    parts = []
+    if out_of_range.negative_start:
+        parts.append(f"{out_of_range.negative_start} {_verb(out_of_range.negative_start, 'start')} before 0 s")
+    if out_of_range.past_end:
+        parts.append(f"{out_of_range.past_end} {_verb(out_of_range.past_end, 'end')} after the video's duration")
+    err_console.print(
+        f"[yellow]note:[/] of the evaluated detections, {' and '.join(parts)}; "
+        "scored as they are, as the official evaluator does",
+        highlight=False,
+        emoji=False,
+    )
 
 
 def _warn_dropped(detections: int, preposition: str, names, noun: str, reason: str) -> None:
@@ -152,6 +184,11 @@ def _warn_dropped(detections: int, preposition: str, names, noun: str, reason: s
         highlight=False,
         emoji=False,
     )
+
+
+def _verb(n: int, verb: str) -> str:
+    """Present tense agreeing with ``n`` detections: ``1 starts``, ``2 start``."""
+    return verb + ("s" if n == 1 else "")
 
 
 def _count(n: int, noun: str) -> str:

@@ -19,9 +19,9 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option("tvl1", "--method", help="tvl1 (ours, PyTorch), opencv-tvl1, dis or farneback."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda (the tvl1 method)."),
         jobs: Optional[int] = typer.Option(
-            None, "--jobs", "-j", help="Parallel workers (default: every core on cpu, 1 on cuda; 0 = every core)."),
+            None, "--jobs", "-j", min=0, help="Parallel workers (default: every core on cpu, 1 on cuda; 0 = every core)."),
         jpeg_quality: Optional[int] = typer.Option(
-            None, "--jpeg-quality", help="Add the official JPEG round-trips at this quality (95 = OpenCV's default)."),
+            None, "--jpeg-quality", min=0, max=100, help="Add the official JPEG round-trips at this quality (95 = OpenCV's default)."),
         preset: Optional[str] = typer.Option(
             None, "--preset", help="tvl1 only: opencv (OpenCV's defaults, the default), balanced or fast."),
         compile_: bool = typer.Option(

@@ -10,6 +10,7 @@ import typer
 from afsd_cli.commands._common import handle_errors
 from afsd_cli.commands.predict import (
     DETECTIONS_NAME,
+    AllOrNothingOption,
     AmpOption,
     BatchSizeOption,
     ClassifierOption,
@@ -24,6 +25,7 @@ from afsd_cli.commands.predict import (
     OutputOption,
     PlotOption,
     amp_mode,
+    check_outputs,
     record_run,
     run_plan,
     runs_dir_option,
@@ -60,6 +62,7 @@ def register(app: typer.Typer) -> None:
         limit: LimitOption = None,
         jobs: JobsOption = 0,
         deterministic: DeterministicOption = False,
+        all_or_nothing: AllOrNothingOption = False,
     ) -> None:
         """Run the RGB and the flow network on the same windows and fuse them before decoding.
 
@@ -70,6 +73,7 @@ def register(app: typer.Typer) -> None:
         from afsd_cli.config import load_config
         from afsd_cli.engine.inference import plan_prediction
         from afsd_cli.errors import ConfigError
+        from afsd_cli.io import ensure_writable
         from afsd_cli.runs import output_destination, resolve_checkpoint
 
         overrides = list(overrides or []) + ([f"testing.flow_method={flow_method}"] if flow_method else [])
@@ -89,6 +93,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("fusion needs both array folders: pass --rgb-data and --flow-data (or set "
                               "testing.rgb_data_path and testing.flow_data_path), or give --video files")
         folder, out = output_destination("fuse", output, runs_dir, name, exist_ok)
+        check_outputs(out, plot, "fuse", runs_dir, name, exist_ok)
         plan = plan_prediction(
             cfg, [rgb_ckpt, flow_ckpt], data_dirs=dirs, videos=video or [],
             classifier_path=classifier, batch_size=batch_size, device=device,
@@ -96,10 +101,12 @@ def register(app: typer.Typer) -> None:
         )
         title = f"afsd fuse ({cfg.dataset.name}, RGB + flow, {plan.predictor.device})"
         if folder is None:
-            run_plan(plan, out, plot, gt, title, jobs)
+            run_plan(plan, out, plot, gt, title, jobs, all_or_nothing)
             return
+        data = {} if video else {"rgb_data_path": Path(dirs[0]), "flow_data_path": Path(dirs[1])}
         with folder as run_dir:
-            run_plan(plan, run_dir / DETECTIONS_NAME, plot, gt, title, jobs)
-            data = {} if video else {"rgb_data_path": Path(dirs[0]), "flow_data_path": Path(dirs[1])}
-            record_run(run_dir, cfg, plan, rgb_checkpoint_path=Path(rgb_ckpt), flow_checkpoint_path=Path(flow_ckpt),
-                       fusion=True, batch_size=plan.predictor.batch_size, **data)
+            ensure_writable(run_dir, kind="folder")  # the claimed folder itself, before the networks run
+            run_plan(plan, run_dir / DETECTIONS_NAME, plot, gt, title, jobs, all_or_nothing,
+                     written=lambda: record_run(run_dir, cfg, plan, rgb_checkpoint_path=Path(rgb_ckpt),
+                                                flow_checkpoint_path=Path(flow_ckpt), fusion=True,
+                                                batch_size=plan.predictor.batch_size, **data))

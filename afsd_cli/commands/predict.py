@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, List, Optional
+from typing import Annotated, Any, Callable, List, Optional
 
 import typer
 
@@ -37,6 +37,25 @@ NameOption = Annotated[Optional[str], typer.Option(
     "--name", help="Run folder name under --runs-dir (default: the next free exp, exp2, ...).")]
 ExistOkOption = Annotated[bool, typer.Option("--exist-ok", help="Reuse the run folder --name if it exists.")]
 DETECTIONS_NAME = "detections.json"
+AllOrNothingOption = Annotated[bool, typer.Option(
+    "--all-or-nothing", help="If any video fails, write no detections at all (default: write the videos "
+                             "that succeeded, list the failures, exit 1).")]
+
+
+def check_outputs(output: Optional[Path], plot_dir: Optional[Path], command: str = "predict",
+                  runs_dir: Optional[Path] = None, name: Optional[str] = None, exist_ok: bool = False) -> None:
+    """Fail now, not after inference, when the outputs cannot be written: the detections file
+    (``--output``) or else the run folder (or the folder it will be created in), and the plot folder."""
+    from afsd_cli.io import ensure_writable
+    from afsd_cli.runs import default_runs_dir
+
+    if output is not None:
+        ensure_writable(output, kind="file")
+    else:
+        ensure_writable(Path(runs_dir or default_runs_dir(command)) / (name or ("exp" if exist_ok else "")),
+                        kind="folder")
+    if plot_dir is not None:
+        ensure_writable(plot_dir, kind="folder")
 
 
 def runs_dir_option(command: str):
@@ -67,8 +86,13 @@ def record_run(run_dir: Path, cfg: Any, plan: Any, **testing: Any) -> None:
 
 
 def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optional[Path], title: str,
-             workers: int = 0) -> None:
-    """Run a PredictionPlan with a progress bar, write the JSON atomically, print the summary."""
+             workers: int = 0, all_or_nothing: bool = False, written: Optional[Callable[[], None]] = None) -> None:
+    """Run a PredictionPlan with a progress bar, write the JSON atomically, print the summary.
+
+    A video that fails during the run is listed and skipped: the others' detections are written
+    and the exit code is 1 (``all_or_nothing``: nothing is written). Bad inputs found before the
+    run (missing or malformed arrays) stop it before any network runs. ``written`` is called once
+    the detections are written (also when some videos failed), e.g. to record the run folder."""
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -108,6 +132,8 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
             progress.update(task, advance=1, video=f"{result.name} ({len(result.detections)} det.)")
             if result.error:
                 failures.append(result.error)
+                if all_or_nothing:
+                    break  # nothing will be written: the other videos need not run
                 continue
             results[result.key] = result.detections
             totals["windows"] += result.windows
@@ -123,12 +149,15 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
                 plot_timeline(plot_dir / f"{result.key}.png", result.key, result.detections, duration, gt)
     seconds = time.perf_counter() - started
 
-    if failures:
-        for message in failures:
-            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-        raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed; nothing was written")
+    for message in failures:
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if failures and (all_or_nothing or not results):
+        counted = "" if len(results) + len(failures) == len(plan.jobs) else " (stopped at the first)"
+        raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed{counted}; nothing was written")
 
     write_json(output, results_document(results, plan.version), indent=None)
+    if written is not None:
+        written()
 
     table = Table(title=title, show_header=True, header_style="bold")
     for column in ("videos", "windows", "detections", "seconds", "frames/s"):
@@ -142,6 +171,9 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
     console.print(f"detections written to [bold]{escape(str(output))}[/]")
     if plot_dir is not None:
         console.print(f"timelines written to [bold]{escape(str(plot_dir))}[/]")
+    if failures:
+        raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed; the detections of the other "
+                   f"{len(results)} were written (--all-or-nothing writes none)")
 
 
 def track_flow_progress(plan: Any, progress: Any) -> None:
@@ -194,6 +226,7 @@ def register(app: typer.Typer) -> None:
         limit: LimitOption = None,
         jobs: JobsOption = 0,
         deterministic: DeterministicOption = False,
+        all_or_nothing: AllOrNothingOption = False,
     ) -> None:
         """Detect actions with one model (RGB or flow) and write an ActivityNet-style JSON.
 
@@ -204,11 +237,13 @@ def register(app: typer.Typer) -> None:
         """
         from afsd_cli.config import load_config
         from afsd_cli.engine.inference import plan_prediction
+        from afsd_cli.io import ensure_writable
         from afsd_cli.runs import output_destination, resolve_checkpoint
 
         overrides = list(overrides or []) + ([f"testing.flow_method={flow_method}"] if flow_method else [])
         cfg = load_config(config, overrides)
         folder, out = output_destination("predict", output, runs_dir, name, exist_ok)
+        check_outputs(out, plot, "predict", runs_dir, name, exist_ok)
         weights = checkpoint or cfg.testing.checkpoint_path
         weights = weights and resolve_checkpoint(weights)  # a training run folder: its best, else last
         plan = plan_prediction(
@@ -219,8 +254,10 @@ def register(app: typer.Typer) -> None:
         kind = "flow" if plan.channels == [2] else "RGB"
         title = f"afsd predict ({cfg.dataset.name}, {kind}, {plan.predictor.device})"
         if folder is None:
-            run_plan(plan, out, plot, gt, title, jobs)
+            run_plan(plan, out, plot, gt, title, jobs, all_or_nothing)
             return
         with folder as run_dir:
-            run_plan(plan, run_dir / DETECTIONS_NAME, plot, gt, title, jobs)
-            record_run(run_dir, cfg, plan, checkpoint_path=Path(weights), batch_size=plan.predictor.batch_size)
+            ensure_writable(run_dir, kind="folder")  # the claimed folder itself, before the network runs
+            run_plan(plan, run_dir / DETECTIONS_NAME, plot, gt, title, jobs, all_or_nothing,
+                     written=lambda: record_run(run_dir, cfg, plan, checkpoint_path=Path(weights),
+                                                batch_size=plan.predictor.batch_size))

@@ -25,20 +25,20 @@ def register(app: typer.Typer) -> None:
             None, "--info", help="Video-info file to write (default: OUT_DIR/video_info.csv for thumos14, .json for anet)."),
         class_names: Optional[Path] = typer.Option(
             None, "--class-names", help="ActivityNet action_name.txt: label ids = line numbers (default: ids of the sorted GT labels)."),
-        jobs: int = typer.Option(0, "--jobs", "-j", help="Parallel workers (0 = every core)."),
+        jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Parallel workers (0 = every core)."),
         backend: str = typer.Option("loky", "--backend", help="joblib backend: loky (local processes), threading, dask, ray."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose .npy already exists."),
         resize: str = typer.Option("pil-bicubic", "--resize", help="pil-bicubic (official, bit-identical to PIL), cv2-area or cv2-cubic (approximations)."),
         lenient_count: bool = typer.Option(
             False, "--lenient-count",
             help="Accept a decoded frame count that differs from the container's (upstream fails)."),
-        max_frames: int = typer.Option(768, "--max-frames", help="anet: frames per video after resampling."),
-        size: int = typer.Option(112, "--size", help="Side of the stored square frames (official 112; smaller for CPU presets)."),
+        max_frames: int = typer.Option(768, "--max-frames", min=1, help="anet: frames per video after resampling."),
+        size: int = typer.Option(112, "--size", min=1, help="Side of the stored square frames (official 112; smaller for CPU presets)."),
         synthetic: Optional[Path] = typer.Option(
             None, "--synthetic", help="Instead of converting videos, render the bundled synthetic dataset into this folder."),
-        videos: int = typer.Option(40, "--videos", help="--synthetic: number of videos."),
-        classes: int = typer.Option(4, "--classes", help="--synthetic: number of action classes."),
-        seed: int = typer.Option(0, "--seed", help="--synthetic: random seed."),
+        videos: int = typer.Option(40, "--videos", min=2, help="--synthetic: number of videos."),
+        classes: int = typer.Option(4, "--classes", min=1, help="--synthetic: number of action classes."),
+        seed: int = typer.Option(0, "--seed", min=0, help="--synthetic: random seed."),
     ) -> None:
         """Decode videos into uint8 [T, 112, 112, 3] RGB .npy files, the official AFSD input.
 
@@ -74,6 +74,9 @@ def _render_synthetic(out_dir: Path, videos: int, classes: int, seed: int) -> No
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from afsd_cli.commands._common import err_console
+    from afsd_cli.io import ensure_writable
+
+    ensure_writable(out_dir, kind="folder")  # before rendering any video
 
     with Progress(TextColumn("[bold]synthetic"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[name]}"),
                   TimeElapsedColumn(), console=err_console) as progress:

@@ -10,6 +10,7 @@ import typer
 
 from afsd_cli.commands._common import console, err_console, handle_errors
 
+
 def register(app: typer.Typer) -> None:
     @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     @handle_errors
@@ -27,7 +28,8 @@ def register(app: typer.Typer) -> None:
             None, "--batch-size", min=1, help="Windows per step and process (default: training.batch_size)"),
         jobs: Optional[int] = typer.Option(
             None, "--jobs", "-j", min=0, help="DataLoader worker processes (default: training.num_workers)"),
-        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop every epoch after this many steps (smoke runs)"),
+        max_steps: Optional[int] = typer.Option(
+            None, "--max-steps", min=1, help="stop every epoch after this many steps (smoke runs)"),
     ) -> None:
         """Train AFSD. Extra KEY=VALUE arguments override config keys, e.g. training.max_epoch=4.
 
@@ -61,6 +63,11 @@ def register(app: typer.Typer) -> None:
         if batch_size is not None:
             overrides.append(f"training.batch_size={batch_size}")
         cfg = load_config(config_path, overrides)
+        from afsd_cli.io import ensure_writable
+        from afsd_cli.runs import default_runs_dir
+
+        # a read-only or full disk fails now, not after the model and the data are loaded
+        ensure_writable(resume if resume is not None else (runs_dir or default_runs_dir("train")), kind="folder")
         _run(cfg, run_dir, resume is not None, device, amp, jobs, max_steps)
 
 

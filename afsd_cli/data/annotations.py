@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from afsd_cli.errors import InputError
 from afsd_cli.io import read_json, read_text
+from afsd_cli.names import check_video_name
 
 #: THUMOS14 detection classes as ``(original THUMOS index, name)``; model id = position + 1.
 THUMOS14_CLASSES: tuple[tuple[int, str], ...] = (
@@ -116,8 +117,7 @@ def read_video_info_csv(path: str | Path) -> dict[str, VideoInfo]:
     """Read a THUMOS14 ``video,fps,sample_fps,count,sample_count`` CSV (§1.2), in file order."""
     infos: dict[str, VideoInfo] = {}
     for line, (video, fps, sample_fps, count, sample_count) in _read_csv_rows(path, VIDEO_INFO_HEADER):
-        if not video:
-            raise InputError(f"line {line}: empty video name", path)
+        check_video_name(video, str(path), f"line {line}")
         if video in infos:
             raise InputError(f"line {line}: video {video!r} listed twice", path)
         info = VideoInfo(
@@ -168,6 +168,7 @@ def read_thumos_annotations(
     annotations: dict[str, list[Annotation]] = {}
     for line, row in _read_csv_rows(path, THUMOS_ANNOTATION_HEADER):
         video, type_idx, start_frame, end_frame = row[0], row[2], row[5], row[6]
+        check_video_name(video, str(path), f"line {line}")
         info = video_infos.get(video)
         if info is None:
             raise InputError(f"line {line}: video {video!r} is not in the video-info CSV", path)
@@ -200,7 +201,8 @@ def read_anet_video_info(
         raise InputError("expected a JSON object mapping video ids to entries", path)
     infos: dict[str, VideoInfo] = {}
     annotations: dict[str, list[Annotation]] = {}
-    for video, entry in data.items():
+    for number, (video, entry) in enumerate(data.items(), start=1):
+        check_video_name(video, str(path), f"entry {number}")
         if not isinstance(entry, dict) or "subset" not in entry:
             raise InputError(f"video {video!r}: entry without a 'subset'", path)
         if entry["subset"] != subset:

@@ -1,6 +1,6 @@
 """Training datasets over memory-mapped frame arrays (spec §2.3-§2.5).
 
-Each video's ``<name>.npy`` (``uint8 [T, H, W, C]``) is opened with ``np.load(mmap_mode="r")``
+Each video's ``<name>.npy`` (``uint8 [T, H, W, C]``) is opened memory-mapped (``afsd_cli.data.npy``)
 the first time a worker needs it, and only the cropped window is copied out: memory stays flat
 however large the training set is (the official code loads all of it into RAM first).
 
@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from afsd_cli.data.annotations import Annotation
+from afsd_cli.data.npy import open_frames
 from afsd_cli.data.windows import TrainingWindow, boundary_masks, normalised_targets
 from afsd_cli.errors import InputError
 
@@ -185,18 +186,7 @@ class WindowDataset:
         """The memory-mapped ``uint8 [T, H, W, C]`` array of ``video`` (opened once per process)."""
         array = self._arrays.get(video)
         if array is None:
-            path = self.data_dir / f"{video}.npy"
-            try:
-                array = np.load(path, mmap_mode="r", allow_pickle=False)
-            except FileNotFoundError:
-                raise InputError("frame array not found", path) from None
-            except (OSError, ValueError) as exc:
-                raise InputError(f"not a readable .npy array: {exc}", path) from None
-            if array.ndim != 4 or array.shape[3] != self.in_channels:
-                raise InputError(
-                    f"expected frames [T, H, W, {self.in_channels}], found shape {list(array.shape)}", path)
-            if array.shape[1] < self.crop_size or array.shape[2] < self.crop_size:
-                raise InputError(f"frames {array.shape[1]}x{array.shape[2]} are smaller than the crop {self.crop_size}", path)
+            array = open_frames(self.data_dir / f"{video}.npy", self.in_channels, self.crop_size)
             self._arrays[video] = array
         return array
 

@@ -3,11 +3,17 @@
 Records survive across runs: a resumed run keeps the records of the items it skips and replaces
 those it redoes. The file is rewritten atomically (and at most every few seconds while a batch
 runs), so an interrupted run still leaves a valid manifest of what was finished.
+
+Several processes may write into one folder at once (two ``afsd prepare`` runs over different
+videos): each save is a read-modify-write under an exclusive ``flock`` of the folder that
+merges the records on disk with the ones this process made, so no entry is lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,13 +32,11 @@ class Manifest:
         self.items: dict[str, dict] = {}
         self.previous_settings: dict[str, Any] = {}
         self._last_save = 0.0
-        try:
-            previous = json.loads(self.path.read_text(encoding="utf-8"))
-            if isinstance(previous, dict) and isinstance(previous.get("items"), dict):
-                self.items = previous["items"]
-                self.previous_settings = previous.get("settings") or {}
-        except (OSError, ValueError):
-            pass  # no manifest yet, or an unreadable one: start afresh
+        self._recorded: set[str] = set()  # names this process recorded: its version wins when merging
+        previous = _read_manifest(self.path)
+        if previous is not None:
+            self.items = previous["items"]
+            self.previous_settings = previous.get("settings") or {}
 
     def changed_settings(self, keys) -> list[str]:
         """Notes for settings that differ from the run that made the existing outputs."""
@@ -50,18 +54,57 @@ class Manifest:
 
     def record(self, name: str, entry: dict) -> None:
         self.items[name] = entry
+        self._recorded.add(name)
 
     def save(self, throttle_s: float = 0.0) -> None:
         now = time.monotonic()
         if throttle_s and now - self._last_save < throttle_s:
             return
         self._last_save = now
-        write_json(
-            self.path,
-            {
-                "command": self.command,
-                "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "settings": self.settings,
-                "items": {k: self.items[k] for k in sorted(self.items)},
-            },
-        )
+        with folder_lock(self.path.parent):
+            on_disk = _read_manifest(self.path)
+            merged = dict(on_disk["items"]) if on_disk is not None else {}
+            merged.update({name: self.items[name] for name in self._recorded})
+            # records this process only read are taken from disk (another run may have redone them)
+            self.items = {**self.items, **merged}
+            write_json(
+                self.path,
+                {
+                    "command": self.command,
+                    "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "settings": self.settings,
+                    "items": {k: self.items[k] for k in sorted(self.items)},
+                },
+            )
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # no manifest yet, or an unreadable one: start afresh
+    if isinstance(previous, dict) and isinstance(previous.get("items"), dict):
+        return previous
+    return None
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path):
+    """An exclusive advisory lock on ``folder`` for a read-modify-write of a file in it (flock on
+    the folder itself: no lock file is left behind; a no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: single-writer behaviour
+        yield
+        return
+    from afsd_cli.io import output_error
+
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise output_error(exc, folder, "cannot lock the folder") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from afsd_cli.data.batch import DONE, FAILED, SKIPPED, Task, TaskResult, check_backend, resolve_jobs, run_batch
-from afsd_cli.data.manifest import MANIFEST_NAME, Manifest
+from afsd_cli.data.manifest import MANIFEST_NAME, Manifest, folder_lock
+from afsd_cli.data.npy import open_npy
 from afsd_cli.data.video import (
     ANET_MAX_FRAMES,
     FRAME_SIZE,
@@ -45,7 +46,7 @@ from afsd_cli.data.video_info import (
     write_thumos_video_info,
 )
 from afsd_cli.errors import ConfigError, InputError
-from afsd_cli.io import write_npy
+from afsd_cli.io import ensure_writable, write_npy
 
 MANIFEST_SAVE_INTERVAL_S = 5.0
 
@@ -75,17 +76,20 @@ class BatchReport:
 def npy_is_complete(path: Path, channels: int) -> bool:
     """True for a readable ``uint8 [T>0, H, W, channels]`` npy (its header is all we read)."""
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):
+        array = open_npy(path)
+    except InputError:
         return False
     return array.dtype == np.uint8 and array.ndim == 4 and array.shape[0] > 0 and array.shape[-1] == channels
 
 
 def _make_output_dir(out_dir: Path) -> None:
+    from afsd_cli.io import output_error
+
+    ensure_writable(out_dir, kind="folder")  # read-only, full or a file: say so before decoding anything
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create the output folder ({exc.strerror or exc})", out_dir) from None
+        raise output_error(exc, out_dir, "cannot create the output folder") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,7 +155,7 @@ def _skipped_record(name: str, source: Path, target: Path, mode: str, previous: 
     """The record of an output kept from an earlier run (manifest first, else probe + npy header)."""
     if previous and previous.get("status") == DONE and "sample_count" in previous:
         return dict(previous)
-    shape = list(np.load(target, mmap_mode="r").shape)
+    shape = list(open_npy(target).shape)
     probe = probe_video(source)
     count = probe.container_count
     sample_fps = THUMOS_SAMPLE_FPS if mode == "thumos14" else anet_target_fps(probe.fps, max(count, 1), max_frames)
@@ -218,6 +222,7 @@ def prepare_videos(
         listed = f"listed in {annotations.name} " if annotations is not None else ""
         raise InputError(f"no video file {listed}found (extensions: {', '.join(VIDEO_EXTENSIONS)})", video_dir)
     _make_output_dir(out_dir)
+    ensure_writable(info_path, kind="file")
 
     manifest = Manifest(
         out_dir / MANIFEST_NAME,
@@ -278,10 +283,12 @@ def prepare_videos(
 
     ordered = [results[name] for name, _, _ in plan]
     produced = {r.name: manifest.get(r.name) for r in ordered if r.status in (DONE, SKIPPED)}
-    if dataset == "thumos14":
-        _write_thumos_info(info_path, produced)
-    else:
-        _write_anet_info(info_path, produced, gt, class_ids)
+    info_path.parent.mkdir(parents=True, exist_ok=True)
+    with folder_lock(info_path.parent):  # a concurrent run into this folder merges its rows too
+        if dataset == "thumos14":
+            _write_thumos_info(info_path, produced)
+        else:
+            _write_anet_info(info_path, produced, gt, class_ids)
     return BatchReport(ordered, out_dir, manifest.path, info_path, notes)
 
 
@@ -331,9 +338,9 @@ def _frame_counts(sources: list[Path]) -> dict[str, int]:
     counts = {}
     for source in sources:
         try:
-            shape = np.load(source, mmap_mode="r", allow_pickle=False).shape
+            shape = open_npy(source).shape
             counts[source.stem] = int(shape[0]) if shape else 0
-        except (OSError, ValueError):
+        except (InputError, OSError, ValueError):
             counts[source.stem] = 0
     return counts
 
@@ -383,10 +390,7 @@ def flow_one(source: str, target: str, method: str, device: str, jpeg_quality: i
 
     ``pair_queue`` (a queue, possibly a multiprocessing proxy) receives ``(name, pairs)`` as the
     frame pairs are computed, so progress moves inside a long video."""
-    try:
-        frames = np.load(source, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"not a readable .npy array ({exc})", source) from None
+    frames = open_npy(source)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise InputError(f"expected uint8 [T, H, W, 3] RGB frames, got {frames.dtype} {list(frames.shape)}", source)
     from afsd_cli.data.flow import compute_flow
@@ -482,7 +486,7 @@ def flow_files(
         if not overwrite and npy_is_complete(target, 2):
             record = manifest.get(name)
             if not record or record.get("status") != DONE:
-                shape = list(np.load(target, mmap_mode="r").shape)
+                shape = list(open_npy(target).shape)
                 record = {"status": DONE, "source": str(source), "output": target.name, "shape": shape,
                           "frames": shape[0]}
                 manifest.record(name, record)

@@ -19,6 +19,7 @@ from typing import Iterable, Mapping
 
 from afsd_cli.errors import InputError
 from afsd_cli.io import read_json, read_text, write_json, write_text
+from afsd_cli.names import check_video_name
 
 THUMOS_INFO_COLUMNS = ("video", "fps", "sample_fps", "count", "sample_count")
 
@@ -53,8 +54,11 @@ def read_annotated_thumos_videos(path: str | Path) -> list[str]:
     if not reader.fieldnames or "video" not in [f.strip() for f in reader.fieldnames]:
         raise InputError("annotation CSV has no `video` column", path)
     key = next(f for f in reader.fieldnames if f.strip() == "video")
-    names = {(row.get(key) or "").strip() for row in reader}
-    names.discard("")
+    names = set()
+    for row in reader:
+        name = (row.get(key) or "").strip()
+        if name:  # a row without a video names nothing (blank lines, trailing commas)
+            names.add(check_video_name(name, str(path), f"line {reader.line_num}"))
     if not names:
         raise InputError("annotation CSV lists no video", path)
     return sorted(names)
@@ -71,6 +75,9 @@ def read_anet_ground_truth(path: str | Path) -> dict[str, dict]:
     database = data.get("database", data) if isinstance(data, dict) else None
     if not isinstance(database, dict) or not all(isinstance(v, dict) for v in database.values()):
         raise InputError("annotation JSON must map video ids to objects (optionally under `database`)", path)
+    within = "database entry" if database is not data else "entry"
+    for number, video in enumerate(database, start=1):
+        check_video_name(video, str(path), f"{within} {number}")
     return database
 
 
@@ -137,6 +144,8 @@ def load_anet_video_info(path: str | Path) -> dict[str, dict]:
     data = read_json(path, "video-info JSON")
     if not isinstance(data, dict):
         raise InputError("video-info JSON must be an object keyed by video name", path)
+    for number, video in enumerate(data, start=1):
+        check_video_name(video, str(path), f"entry {number}")
     return data
 
 

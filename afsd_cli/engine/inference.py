@@ -35,8 +35,10 @@ from afsd_cli.engine.postprocess import (
     decode_fused,
     relabel_with_classifier,
 )
-from afsd_cli.errors import ConfigError, InputError
+from afsd_cli.data.npy import check_frames, open_frames
+from afsd_cli.errors import CheckpointError, ConfigError, InputError
 from afsd_cli.io import read_json
+from afsd_cli.names import check_video_name
 
 #: dataset → (how two streams are fused, output "version", one window per video at offset 0)
 DATASET_PROCEDURES: dict[str, tuple[str, str, bool]] = {
@@ -60,31 +62,12 @@ def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
 
 def check_array(array: Any, channels: int, crop_size: int, path: str | Path | None = None) -> None:
     """Raise InputError unless ``array`` is a ``uint8 [T, H, W, channels]`` frame array."""
-    if not isinstance(array, np.ndarray):
-        raise InputError(f"expected a numpy array, got {type(array).__name__}", path)
-    if array.dtype != np.uint8:
-        raise InputError(f"expected dtype uint8, got {array.dtype}", path)
-    if array.ndim != 4 or array.shape[-1] != channels:
-        kind = "RGB" if channels == 3 else "flow" if channels == 2 else f"{channels}-channel"
-        raise InputError(f"expected a {kind} array [T, H, W, {channels}], got shape {list(array.shape)}", path)
-    if array.shape[0] == 0:
-        raise InputError("the array has no frames", path)
-    if min(array.shape[1:3]) < crop_size:
-        raise InputError(f"frames of {array.shape[1]}x{array.shape[2]} px are smaller than the "
-                         f"{crop_size} px crop", path)
+    check_frames(array, channels, crop_size, path)
 
 
 def load_array(path: str | Path, channels: int, crop_size: int) -> np.ndarray:
     """Load one stored ``.npy`` frame array, checked (memory-mapped: only cropped frames are read)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("array file not found", path)
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as exc:  # numpy raises ValueError/OSError/... for corrupt files
-        raise InputError(f"cannot read the array ({type(exc).__name__}: {exc})", path) from None
-    check_array(array, channels, crop_size, path)
-    return array
+    return open_frames(path, channels, crop_size)
 
 
 def window_offsets(num_frames: int, clip_length: int, stride: int, single_window: bool) -> list[int]:
@@ -180,7 +163,8 @@ def read_classifier(path: str | Path) -> Classifier:
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict) or not isinstance(data.get("class"), list):
         raise InputError('expected {"results": {video: [scores]}, "class": [names]} (CUHK format)', path)
     classes = [str(c) for c in data["class"]]
-    for video, scores in data["results"].items():
+    for number, (video, scores) in enumerate(data["results"].items(), start=1):
+        check_video_name(video, str(path), f"results entry {number}")
         if not isinstance(scores, list) or len(scores) != len(classes):
             raise InputError(f"video {video!r}: expected {len(classes)} scores, one per class", path)
     return Classifier(data["results"], classes, str(path))
@@ -262,6 +246,22 @@ class Predictor:
             prop_conf=out.prop_conf.float().cpu(), center=out.center.float().cpu(),
             priors=priors[:, :1].float().cpu(),
         )
+
+    def _refuse_non_finite(self, stream: int, raw: RawOutputs, batch: list[tuple[_Pending, int]]) -> None:
+        """CheckpointError when a window's outputs hold NaN/inf: every later step would drop
+        those scores and the video would silently get no detections (``[]``)."""
+        finite = torch.ones(raw.loc.shape[0], dtype=torch.bool)
+        for name in ("loc", "conf", "prop_loc", "prop_conf", "center"):
+            finite &= torch.isfinite(getattr(raw, name)).flatten(1).all(dim=1)
+        if bool(finite.all()):
+            return
+        pending, window = batch[int((~finite).nonzero()[0])]
+        start = pending.offsets[window]
+        hint = " (fp16 overflows easily: try --amp bf16 or no --amp)" if self.amp == "fp16" else ""
+        raise CheckpointError(
+            f"the network gives non-finite outputs (NaN/inf) for {int((~finite).sum())} window(s), first "
+            f"video {pending.job.name!r} frames {start}-{start + self.clip_length}: these weights cannot be "
+            f"trusted on this input{hint}", getattr(self.models[stream], "checkpoint_path", None))
 
     # ---- per video
     def _prepare(self, job: VideoJob) -> _Pending:
@@ -377,6 +377,7 @@ class Predictor:
                     tensor = torch.stack([normalised_window(p.clips[stream], p.offsets[w], self.clip_length,
                                                             self.device) for p, w in batch])
                     raw = self.forward(stream, tensor)
+                    self._refuse_non_finite(stream, raw, batch)
                     spent = time.perf_counter() - t0
                     for row, (p, w) in enumerate(batch):
                         p.outputs[stream][w] = RawOutputs(raw.loc[row:row + 1], raw.conf[row:row + 1],

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from afsd_cli.errors import InputError
 from afsd_cli.io import read_json
+from afsd_cli.names import check_video_name
 
 
 def read_ground_truth(path: str | Path) -> dict[str, list[tuple[float, float, str]]]:
@@ -17,7 +18,8 @@ def read_ground_truth(path: str | Path) -> dict[str, list[tuple[float, float, st
     try:
         database = data["database"] if "database" in data else data
         out: dict[str, list[tuple[float, float, str]]] = {}
-        for video, entry in database.items():
+        for number, (video, entry) in enumerate(database.items(), start=1):
+            check_video_name(video, str(path), f"entry {number}")
             rows = [(float(a["segment"][0]), float(a["segment"][1]), str(a["label"]))
                     for a in entry.get("annotations", [])]
             out[video] = rows

@@ -54,19 +54,34 @@ STATE_DIR = "training"
 # --------------------------------------------------------------------------------------------
 # Run folders, environment, RNG state
 # --------------------------------------------------------------------------------------------
+# What a run writes before its first epoch ends: a folder holding only these never trained.
+START_FILES = ("config.yaml", "env.json")
+
+
+def never_trained(path: Path) -> bool:
+    """True for a run folder left by a start that died before its first checkpoint (e.g. SIGKILL):
+    nothing in it but ``START_FILES``, hidden temporary files and empty folders
+    (``afsd_cli.runs.is_unused_run_dir``)."""
+    from afsd_cli.runs import is_unused_run_dir
+
+    return is_unused_run_dir(path)
+
+
 def new_run_dir(base: str | Path = "runs/train", name: str | None = None) -> Path:
-    """``afsd_cli.runs.new_run_dir`` for training (not created: ``train`` creates it); kept here for
-    the old import."""
+    """``afsd_cli.runs.new_run_dir`` for training (not created: ``train`` creates it, so that a
+    failed start can remove it again); kept here for the old import."""
     from afsd_cli.runs import new_run_dir as next_free
 
     return next_free(base, name, reuse_hint="continue it with --resume", create=False)
 
 
 def environment_report(device: torch.device, world_size: int = 1, amp: str = "off") -> dict[str, Any]:
-    """``env.json`` of a training run: afsd version, interpreter, command line, torch, devices."""
+    """``env.json`` of a training run: afsd version, interpreter, command line, torch, devices,
+    and when it started."""
     from afsd_cli.runs import environment, torch_environment
 
-    return environment({**torch_environment(device), "world_size": world_size, "amp": amp})
+    return environment({**torch_environment(device), "world_size": world_size, "amp": amp,
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def seed_everything(seed: int) -> None:
@@ -379,7 +394,8 @@ def train(
     """
     from afsd_cli.data.datasets import build_training_dataset
     from afsd_cli.model import build_model, load_checkpoint, save_checkpoint
-    from afsd_cli.io import save_torch, write_json
+    from afsd_cli.io import save_torch
+    from afsd_cli.model.checkpoints import read_torch_file
 
     options = options or TrainOptions()
     emit = callback or (lambda event: None)
@@ -393,6 +409,8 @@ def train(
     device_kind = "cuda" if (options.device or "auto").startswith("cuda") or (
         (options.device or "auto") == "auto" and torch.cuda.is_available()) else "cpu"
     ctx = init_distributed(device_kind)
+    started_folder: str | None = None  # set once this process has written into the run folder
+    saved_any = False  # a checkpoint of this run exists: from then on the folder is worth keeping
     try:
         run_dir = _shared_run_dir(run_dir, ctx)
         device = resolve_device(options.device, ctx)
@@ -422,13 +440,10 @@ def train(
         if resume:
             last = latest_state_epoch(run_dir)
             if last is None:
-                raise TrainingError(f"nothing to resume: no {STATE_DIR}/state-*.pt", run_dir)
+                raise TrainingError(f"nothing to resume: no {STATE_DIR}/state-*.pt (no epoch was saved); start "
+                                    f"a new run (the same --name works for a folder that never trained)", run_dir)
             load_checkpoint(model, run_dir / f"checkpoint-{last}.ckpt", strict=True)
-            try:
-                state = torch.load(run_dir / STATE_DIR / f"state-{last}.pt", map_location="cpu", weights_only=True)
-            except Exception as exc:
-                raise TrainingError(f"cannot read the training state ({type(exc).__name__}: {exc})",
-                                    run_dir / STATE_DIR / f"state-{last}.pt") from None
+            state = read_torch_file(run_dir / STATE_DIR / f"state-{last}.pt", error=TrainingError)
             optimizer.load_state_dict(state["optimizer"])
             if state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
@@ -438,16 +453,13 @@ def train(
             rows = _read_metrics(run_dir / "metrics.csv", last)
             emit({"kind": "info", "message": f"resuming {run_dir} after epoch {last}"})
 
-        if ctx.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            training_run_config(run_dir, cfg)
-            write_json(run_dir / "env.json", environment_report(device, ctx.world_size, amp))
-
         wrapped: nn.Module = model
         if ctx.enabled:
             wrapped = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
 
+        # Everything that can fail on bad input is checked before the run folder exists, so a
+        # failed start leaves nothing behind that blocks a rerun under the same --name.
         if dataset is None:
             dataset = build_training_dataset(cfg)
         workers = int(options.num_workers if options.num_workers is not None else getattr(training, "num_workers", 2))
@@ -466,6 +478,8 @@ def train(
         clip_frames = int(model.spec.clip_length)
         result = TrainResult(run_dir, rows, best["epoch"], best["map"])
 
+        if ctx.is_main:
+            started_folder = _start_run_folder(run_dir, resume, cfg, environment_report(device, ctx.world_size, amp))
         for epoch in range(start_epoch, max_epoch + 1):
             model.train()
             sampler.set_epoch(epoch)
@@ -532,6 +546,7 @@ def train(
             if ctx.is_main:
                 if validating or epoch % checkpoint_every == 0 or epoch == max_epoch:
                     save_checkpoint(model, run_dir / f"checkpoint-{epoch}.ckpt")
+                    saved_any = True
                     emit({"kind": "checkpoint", "epoch": epoch, "path": str(run_dir / f"checkpoint-{epoch}.ckpt")})
                 if validating:
                     hook = validate or default_validation(cfg, run_dir, device, emit)
@@ -561,11 +576,72 @@ def train(
         result.epochs, result.best_epoch, result.best_map = rows, best["epoch"], best["map"]
         result.model = model
         return result
+    except BaseException:
+        if started_folder is not None and not saved_any:
+            _undo_run_start(run_dir, started_folder)
+        raise
     finally:
         if ctx.initialised_here:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _start_run_folder(run_dir: Path, resume: bool, cfg: Any, environment: dict[str, Any]) -> str:
+    """Create or reopen the run folder and write ``config.yaml`` and ``env.json``.
+
+    Returns how it was found ("new", "empty" or "existing"), which tells ``_undo_run_start`` what
+    to remove. On resume ``env.json`` keeps the original start and gains a ``resumes`` record."""
+    from afsd_cli.io import remove_stale_temp_files, write_json
+
+    state = "existing" if resume else ("empty" if run_dir.is_dir() else "new")
+    if not resume and run_dir.is_dir() and not never_trained(run_dir):
+        raise ConfigError(f"run folder {run_dir} already exists; pick another --name or use --resume {run_dir}")
+    if not resume and state == "empty":
+        _clear_folder(run_dir)  # what a killed start left (config.yaml, env.json, temp files)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (run_dir, run_dir / STATE_DIR):
+        remove_stale_temp_files(folder)  # e.g. a half-written state-N.pt of a killed run
+    if resume:
+        environment = _with_resume_record(run_dir / "env.json", environment)
+    training_run_config(run_dir, cfg)
+    write_json(run_dir / "env.json", environment)
+    return state
+
+
+def _with_resume_record(path: Path, environment: dict[str, Any]) -> dict[str, Any]:
+    """The original ``env.json`` plus this resume appended to its ``resumes`` list."""
+    import json
+
+    try:
+        original = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        original = None
+    if not isinstance(original, dict):
+        return {**environment, "resumes": []}  # no readable original: this start becomes the record
+    resumes = original.get("resumes") if isinstance(original.get("resumes"), list) else []
+    return {**original, "resumes": [*resumes, environment]}
+
+
+def _clear_folder(folder: Path) -> None:
+    import shutil
+
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _undo_run_start(run_dir: Path, state: str) -> None:
+    """Remove what a start that failed before its first checkpoint wrote, so a rerun under the same
+    name starts cleanly (a resumed run keeps its folder: only new files would be lost)."""
+    import shutil
+
+    if state == "new":
+        shutil.rmtree(run_dir, ignore_errors=True)
+    elif state == "empty":
+        _clear_folder(run_dir)
 
 
 def _shared_run_dir(run_dir: str | Path | Callable[[], Path], ctx: DistributedContext) -> Path:

@@ -4,7 +4,14 @@ Pure NumPy: nothing here imports torch, so ``afsd evaluate`` starts fast.
 """
 
 from afsd_cli.evaluation.datasets import DATASETS, detect_dataset, parse_tiou
-from afsd_cli.evaluation.detection_map import Dropped, EvaluationResult, Matches, evaluate_detections, interpolated_ap
+from afsd_cli.evaluation.detection_map import (
+    Dropped,
+    EvaluationResult,
+    Matches,
+    OutOfRange,
+    evaluate_detections,
+    interpolated_ap,
+)
 from afsd_cli.evaluation.detections import Detections, detections_from_dict, load_detections
 from afsd_cli.evaluation.ground_truth import GroundTruth, ground_truth_from_dict, load_ground_truth
 from afsd_cli.evaluation.matching import TIE_BREAKS
@@ -17,6 +24,7 @@ __all__ = [
     "EvaluationResult",
     "GroundTruth",
     "Matches",
+    "OutOfRange",
     "detect_dataset",
     "detections_from_dict",
     "evaluate_detections",

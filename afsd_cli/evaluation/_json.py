@@ -27,8 +27,9 @@ def as_float(value: Any) -> float:
     return number
 
 
-def read_segment(segment: Any) -> tuple[float, float]:
-    """``[start, end]`` seconds with ``0 <= start <= end``; raises ValueError saying what is wrong."""
+def read_segment(segment: Any, allow_negative: bool = False) -> tuple[float, float]:
+    """``[start, end]`` seconds with ``start <= end`` (and ``0 <= start`` unless ``allow_negative``);
+    raises ValueError saying what is wrong."""
     if not isinstance(segment, (list, tuple)) or len(segment) != 2:
         what = f"{len(segment)} values" if isinstance(segment, (list, tuple)) else type_name(segment)
         raise ValueError(f"segment must be [start, end], got {what}")
@@ -40,7 +41,7 @@ def read_segment(segment: Any) -> tuple[float, float]:
         end = as_float(segment[1])
     except ValueError as exc:
         raise ValueError(f"segment end: {exc}") from None
-    if start < 0:
+    if start < 0 and not allow_negative:
         raise ValueError(f"segment start {start:g} is negative")
     if end < start:
         raise ValueError(f"segment end {end:g} < start {start:g}")

@@ -60,7 +60,7 @@ def parse_tiou(spec: str) -> tuple[float, ...]:
             if len(parts) != 3:
                 raise ValueError
             start, stop, num = float(parts[0]), float(parts[1]), int(parts[2])
-            if num < 1:
+            if not 1 <= num <= 1000:  # each threshold is a full matching pass; more is a typo
                 raise ValueError
             values = tuple(float(v) for v in np.linspace(start, stop, num))
         else:

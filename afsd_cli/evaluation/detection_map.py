@@ -40,6 +40,27 @@ class Dropped:
         }
 
 
+@dataclass
+class OutOfRange:
+    """Evaluated detections outside their video: scored as they are, like the official evaluator
+    (``segment_iou`` in ActivityNet's Evaluation/utils.py clips only the intersection at zero)."""
+
+    negative_start: int = 0
+    past_end: int = 0  # end after the ground truth's ``duration`` (videos without one: not counted)
+    videos_with_duration: int = 0  # evaluated videos whose duration the ground truth gives
+
+    @property
+    def total(self) -> int:
+        return self.negative_start + self.past_end
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "negative_start": self.negative_start,
+            "past_end": self.past_end,
+            "videos_with_duration": self.videos_with_duration,
+        }
+
+
 @dataclass(frozen=True)
 class Matches:
     """Which detection matched at each threshold, in the order they were visited.
@@ -74,6 +95,7 @@ class EvaluationResult:
     # Class-averaged interpolated precision at RECALL_GRID, per threshold (with_pr_curves=True).
     pr_precision: np.ndarray | None = field(repr=False, default=None)
     matches: Matches | None = field(repr=False, default=None)
+    out_of_range: OutOfRange = field(default_factory=OutOfRange)
 
     def per_class_ap(self) -> dict[str, list[float]]:
         return {name: self.ap[:, c].tolist() for c, name in enumerate(self.class_names)}
@@ -87,6 +109,7 @@ class EvaluationResult:
             "num_ground_truth": self.num_ground_truth,
             "num_predictions": self.num_predictions,
             "dropped": self.dropped.to_dict(),
+            "out_of_range": self.out_of_range.to_dict(),
             "subset": self.subset,
             "dataset": self.dataset,
             "num_classes": len(self.class_names),
@@ -221,6 +244,24 @@ def evaluate_detections(
         tie_break=tie_break,
         pr_precision=pr_precision,
         matches=Matches(order, bounds, tp),
+        out_of_range=_out_of_range(detections, ground_truth, pred_video, keep),
+    )
+
+
+def _out_of_range(
+    detections: Detections, ground_truth: GroundTruth, pred_video: np.ndarray, keep: np.ndarray
+) -> OutOfRange:
+    """Counts over the evaluated detections (``keep``); a NaN duration compares False."""
+    durations = ground_truth.duration_array()
+    video = pred_video[keep]
+    with np.errstate(invalid="ignore"):
+        past_end = detections.ends[keep] > durations[video]
+    known = np.zeros(len(durations), dtype=bool)
+    known[np.unique(video)] = True
+    return OutOfRange(
+        negative_start=int((detections.starts[keep] < 0).sum()),
+        past_end=int(past_end.sum()),
+        videos_with_duration=int((known & ~np.isnan(durations)).sum()),
     )
 
 

@@ -2,6 +2,11 @@
 
 The official evaluator also requires the keys ``version`` and ``external_data``; they carry no
 information for the metric, so only ``results`` is required here.
+
+Segments may start before 0 s or end after the video: detectors emit them and the official
+evaluator scores them (its ``segment_iou`` clips only the intersection at zero; the union uses
+the raw lengths), so they are evaluated as they are and only counted (see ``OutOfRange``).
+Reversed segments and non-finite or non-numeric values are errors.
 """
 
 from __future__ import annotations
@@ -104,7 +109,7 @@ def _segments_array(segments: list[Any], places: list[tuple[str, int]], source: 
     """Vectorised conversion and checks; on any problem, re-read one value to name it precisely."""
     try:
         array = np.asarray(segments, dtype=np.float64).reshape(len(segments), 2)
-        ok = np.isfinite(array).all(axis=1) & (array[:, 0] >= 0) & (array[:, 1] >= array[:, 0])
+        ok = np.isfinite(array).all(axis=1) & (array[:, 1] >= array[:, 0])
         bad = np.flatnonzero(~ok)
     except (ValueError, TypeError):
         array, bad = None, None
@@ -112,7 +117,7 @@ def _segments_array(segments: list[Any], places: list[tuple[str, int]], source: 
         indices = range(len(segments)) if bad is None else bad.tolist()
         for index in indices:
             try:
-                read_segment(segments[index])
+                read_segment(segments[index], allow_negative=True)
             except ValueError as exc:
                 raise InputError(f"{_place(places, index)}: {exc}", source) from None
     assert array is not None

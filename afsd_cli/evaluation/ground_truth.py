@@ -15,8 +15,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from afsd_cli.errors import InputError
-from afsd_cli.evaluation._json import read_json, read_segment, type_name
+from afsd_cli.evaluation._json import as_float, read_json, read_segment, type_name
 from afsd_cli.evaluation.datasets import dataset_defaults, detect_dataset
+from afsd_cli.names import check_video_name
 
 CSV_COLUMNS = ("video", "type", "start", "end")
 
@@ -36,6 +37,15 @@ class GroundTruth:
     source: str = "<ground truth>"
     skipped_ambiguous: int = 0
     subset_counts: dict[str, int] = field(default_factory=dict)
+    # Seconds per entry of ``videos`` (NaN where the file gives none, e.g. the THUMOS14 CSV);
+    # only used to count detections ending after their video.
+    durations: np.ndarray | None = field(default=None, repr=False)
+
+    def duration_array(self) -> np.ndarray:
+        """``durations``, or all-NaN when the file gave none."""
+        if self.durations is None:
+            return np.full(len(self.videos), np.nan)
+        return self.durations
 
     def __len__(self) -> int:
         return int(self.starts.shape[0])
@@ -51,6 +61,7 @@ class _Builder:
         self.label_index: list[int] = []
         self.starts: list[float] = []
         self.ends: list[float] = []
+        self.durations: dict[str, float] = {}
 
     def add(self, video: str, label: str, start: float, end: float) -> None:
         self.video_index.append(self.video_ids.setdefault(video, len(self.video_ids)))
@@ -59,6 +70,7 @@ class _Builder:
         self.ends.append(end)
 
     def build(self, **kwargs: Any) -> GroundTruth:
+        durations = np.array([self.durations.get(video, np.nan) for video in self.video_ids], dtype=np.float64)
         return GroundTruth(
             videos=tuple(self.video_ids),
             class_names=tuple(self.class_ids),
@@ -66,6 +78,7 @@ class _Builder:
             label_index=np.asarray(self.label_index, dtype=np.int64),
             starts=np.asarray(self.starts, dtype=np.float64),
             ends=np.asarray(self.ends, dtype=np.float64),
+            durations=durations,
             **kwargs,
         )
 
@@ -95,8 +108,9 @@ def ground_truth_from_dict(
     if not isinstance(database, Mapping):
         raise InputError(f"database: expected an object of videos, got {type_name(database)}", source)
 
-    entries = []  # (video, subset, [(label, start, end)]) validated, in file order
-    for video, entry in database.items():
+    entries = []  # (video, subset, [(label, start, end)], duration or None) validated, in file order
+    for number, (video, entry) in enumerate(database.items(), start=1):
+        check_video_name(video, source, f"database entry {number}")
         where = f"database[{video!r}]"
         if not isinstance(entry, Mapping):
             raise InputError(f"{where}: expected an object, got {type_name(entry)}", source)
@@ -123,26 +137,38 @@ def ground_truth_from_dict(
             except ValueError as exc:
                 raise InputError(f"{here}: {exc}", source) from None
             instances.append((ann["label"], start, end))
-        entries.append((video, entry["subset"], instances))
+        entries.append((video, entry["subset"], instances, _duration(entry.get("duration"))))
 
     counts: dict[str, int] = {}
-    for _, name, _ in entries:
+    for _, name, _, _ in entries:
         counts[name] = counts.get(name, 0) + 1
     if dataset is None:
-        dataset = detect_dataset(label for _, _, instances in entries for label, _, _ in instances)
+        dataset = detect_dataset(label for _, _, instances, _ in entries for label, _, _ in instances)
     defaults = dataset_defaults(dataset)
     subset = defaults.subset if subset is None else subset
 
     builder = _Builder()
-    for video, name, instances in entries:
+    for video, name, instances, duration in entries:
         if name != subset:
             continue
+        if instances and duration is not None:
+            builder.durations[video] = duration
         for label, start, end in instances:
             builder.add(video, label, start, end)
     if not builder.starts:
         available = ", ".join(f"{k!r} ({v} videos)" for k, v in counts.items()) or "none"
         raise InputError(f"no annotated video in subset {subset!r} (subsets in the file: {available})", source)
     return builder.build(subset=subset, dataset=dataset, source=source, subset_counts=counts)
+
+
+def _duration(value: Any) -> float | None:
+    """A video's ``duration`` in seconds when usable. The official evaluator ignores the key, so
+    a missing or odd value is no error: it only leaves the past-the-end count unknown."""
+    try:
+        seconds = as_float(value)
+    except ValueError:
+        return None
+    return seconds if seconds > 0 else None
 
 
 def _load_csv(path: Path, subset: str | None, dataset: str | None) -> GroundTruth:
@@ -182,8 +208,9 @@ def _load_csv(path: Path, subset: str | None, dataset: str | None) -> GroundTrut
                 if None in row or any(row[c] is None for c in CSV_COLUMNS):
                     raise InputError(f"line {line}: expected {len(header)} columns", path)
                 video, label = row["video"].strip(), row["type"].strip()
-                if not video or not label:
-                    raise InputError(f"line {line}: empty video or type", path)
+                check_video_name(video, str(path), f"line {line}")
+                if not label:
+                    raise InputError(f"line {line}: empty type", path)
                 if label.lower() == "ambiguous" or (row.get("type_idx") or "").strip() == "0":
                     skipped += 1
                     continue

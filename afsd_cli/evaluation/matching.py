@@ -53,12 +53,14 @@ def segment_tiou(pred_start, pred_end, gt_start, gt_end, pred_length=None, gt_le
     ``inter = max(min(ends) - max(starts), 0)``; ``union = (len_gt + len_pred) - inter``.
     Lengths may be passed in when already computed (same values).
     """
-    intersection = np.minimum(pred_end, gt_end)
-    intersection -= np.maximum(pred_start, gt_start)
-    np.maximum(intersection, 0.0, out=intersection)  # what ndarray.clip(0) computes
-    union = gt_end - gt_start if gt_length is None else gt_length.copy()
-    union += pred_end - pred_start if pred_length is None else pred_length
-    union -= intersection
+    # Lengths of detections spanning most of the float range overflow to inf: tIoU 0, as there.
+    with np.errstate(over="ignore"):
+        intersection = np.minimum(pred_end, gt_end)
+        intersection -= np.maximum(pred_start, gt_start)
+        np.maximum(intersection, 0.0, out=intersection)  # what ndarray.clip(0) computes
+        union = gt_end - gt_start if gt_length is None else gt_length.copy()
+        union += pred_end - pred_start if pred_length is None else pred_length
+        union -= intersection
     with np.errstate(invalid="ignore", divide="ignore"):
         intersection /= union
     return intersection
@@ -108,12 +110,14 @@ def match_detections(
     n_pairs = int(count.sum())
     pair_pred = np.repeat(np.arange(n_pred), count)
     pair_gt = np.repeat(lo - first_pair, count) + np.arange(n_pairs)
+    with np.errstate(over="ignore"):
+        pred_length = pred_end - pred_start
     tiou = segment_tiou(
         np.repeat(pred_start, count),
         np.repeat(pred_end, count),
         gs[pair_gt],
         ge[pair_gt],
-        pred_length=np.repeat(pred_end - pred_start, count),
+        pred_length=np.repeat(pred_length, count),
         gt_length=(ge - gs)[pair_gt],
     )
 
@@ -181,7 +185,9 @@ def _overlap_window(rank, pred_start, pred_end, gs, ge, group_first, lo, hi):
     """
     n_groups = group_first.size
     longest = np.maximum.reduceat(ge - gs, group_first)
-    span = 2.0 * (max(float(ge.max()), float(pred_end.max())) + float(longest.max())) + 2.0
+    # From the instances only: detection ends may lie far past the video (even near the float
+    # maximum), and a query beyond its group's band is clipped to the group below anyway.
+    span = 2.0 * (float(ge.max()) + float(longest.max())) + 2.0
     margin = 1e-9 * (n_groups + 1) * span
     gt_rank = np.repeat(np.arange(n_groups), np.diff(np.append(group_first, gs.size)))
     key = gt_rank * span + gs

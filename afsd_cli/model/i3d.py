@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from afsd_cli.errors import CheckpointError
-from afsd_cli.model.checkpoints import check_state_dict, read_state_dict
+from afsd_cli.model.checkpoints import load_weights, read_state_dict, refuse_non_finite, strip_prefix
 from afsd_cli.model.layers import MaxPool3dSame, Unit3D
 
 # Inception block: input channels and (b0, b1a, b1b, b2a, b2b, b3b) output channels.
@@ -169,31 +169,29 @@ class I3DBackbone(nn.Module):
     def load_pretrained(self, path: str | Path) -> BackboneLoadReport:
         """Load pytorch-i3d weights (``Conv3d_1a_7x7.conv3d.weight`` …) into ``_model``.
 
-        A full AFSD checkpoint is accepted too (its ``backbone._model.`` part is used).
-        Extra keys (``logits.*``) are ignored and absent ones (``num_batches_tracked``) keep
-        their values; both are listed in the report. A file that matches nothing, or whose
-        tensors have other shapes (an RGB file for a flow model), raises CheckpointError.
+        As the official ``train.py`` does, this is ``load_state_dict(strict=False)``: extra keys
+        (``logits.*``) are ignored and absent ones keep their values; both are listed in the
+        report. The public ``rgb_imagenet.pt``/``flow_imagenet.pt`` were saved by PyTorch
+        0.3/0.4, without ``num_batches_tracked``: PyTorch fills those counters itself. A whole
+        AFSD checkpoint is accepted too (its ``backbone._model.`` part is used). A file that
+        matches nothing, holds non-finite values, or whose tensors have other shapes (an RGB
+        file for a flow model) raises CheckpointError.
         """
-        # a whole AFSD checkpoint works too: take its backbone part
-        state = {key.removeprefix(_AFSD_PREFIX): value for key, value in read_state_dict(path).items()}
-        shape_problems = check_state_dict(self._model, state, strict=False)
-        if shape_problems:
-            raise CheckpointError(
-                "I3D weights do not fit this backbone (wrong in_channels / modality?): " + "; ".join(shape_problems),
-                path,
-            )
+        state = strip_prefix(read_state_dict(path), _AFSD_PREFIX)  # a whole AFSD checkpoint works too
         expected = self._model.state_dict()
-        matched = {key: value for key, value in state.items() if key in expected}
+        matched = [key for key in state if key in expected]
         if not matched:
             raise CheckpointError(
                 "no tensor matches the I3D backbone (expected keys like 'Conv3d_1a_7x7.conv3d.weight', "
                 f"found e.g. {', '.join(list(state)[:3]) or 'nothing'})",
                 path,
             )
-        self._model.load_state_dict(matched, strict=False)
+        refuse_non_finite({key: state[key] for key in matched}, path)
+        result = load_weights(self._model, state, path, strict=False,
+                              what="I3D weights do not fit this backbone (wrong in_channels / modality?)")
         return BackboneLoadReport(
             path=str(path),
             matched=len(matched),
-            missing=[key for key in expected if key not in state],
-            unexpected=[key for key in state if key not in expected],
+            missing=list(result.missing_keys),
+            unexpected=list(result.unexpected_keys),
         )
