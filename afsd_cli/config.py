@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from afsd_cli.errors import ConfigError, clip_text, short_repr
 
-DATASETS = ("thumos14", "anet")
+DATASETS = ("thumos14", "anet", "custom")  # the kinds of afsd_cli/profile.py
 
 #: A config is a few kilobytes and about a hundred YAML nodes; far more is a mistake or an attack.
 MAX_CONFIG_BYTES = 1 << 20
@@ -179,6 +179,13 @@ SCHEMA: dict[str, Any] = {
         "num_classes": Field("int", 21, help="classes incl. background (the ANet model uses 2)",
                              valid=at_least(2)),
         "class_index_path": Field("path", None, help="class names; default THUMOS14's 20 classes"),
+        # dataset profile (afsd_cli/profile.py); frame_size >= the crops, sample_fps > 0
+        "frame_size": Field("int", None, help="side of the stored square frames (prepare --size); default 112",
+                            valid=between(8, 4096)),
+        "sample_fps": Field("float", None, help="frames kept per second (thumos14, custom); default 10",
+                            valid=between(0.1, 1000.0)),
+        "resize": Field("choice", None, choices=("pil-bicubic", "cv2-area", "cv2-cubic"),
+                        help="frame resize of prepare (predict --video repeats it); default pil-bicubic"),
         "training": _split_fields(),
         "testing": _split_fields(testing=True),
     },
@@ -242,9 +249,14 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
-# Defaults that differ per dataset (official README commands / spec §0).
+# Defaults that differ per dataset (official README commands and configs/*.yaml).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "thumos14": {
+        "training.lw": 10.0,
+        "training.piou": 0.5,
+        "training.backbone_lr_scale": 1.0,
+    },
+    "custom": {  # trained like THUMOS14 (afsd_cli/profile.py)
         "training.lw": 10.0,
         "training.piou": 0.5,
         "training.backbone_lr_scale": 1.0,

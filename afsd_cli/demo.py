@@ -3,12 +3,16 @@
 Every stage runs the ``afsd`` command a user would type (``python -m afsd_cli ...`` in a
 subprocess), printed before it runs:
 
-1. ``afsd prepare --synthetic``: render the videos and their THUMOS14-format annotations;
-2. ``afsd prepare``: videos → 10 fps RGB frame arrays (train and test split);
+1. ``afsd prepare --synthetic``: render the videos and their annotation JSON (the layout of a
+   user's own dataset: ``{"database": {video: {"subset", "duration", "annotations"}}}``);
+2. ``afsd prepare VIDEOS FRAMES --annotations gt.json``: videos → 10 fps RGB frame arrays of both
+   subsets, plus ``FRAMES/dataset.yaml``, the dataset's config (the path of "Your own dataset");
 3. ``afsd flow``: frame arrays → optical-flow arrays;
-4. ``afsd train``: the RGB model, then the flow model (``configs/demo.yaml``, ``demo_flow.yaml``);
-5. ``afsd predict`` for each stream, ``afsd fuse`` for both (with timeline plots);
-6. ``afsd evaluate`` on each detection file; the mAP table ends the run.
+4. ``afsd train FRAMES/dataset.yaml``: the RGB model, then the flow model, with the demo's small
+   CPU preset as overrides (:data:`DEMO_PRESET`);
+5. ``afsd predict RUN`` for each stream, ``afsd fuse`` for both (with timeline plots);
+6. ``afsd evaluate`` on each detection file (subset and thresholds from the detections'
+   recorded dataset profile); the mAP table ends the run.
 
 The time of every stage and a summary are printed at the end; the exit code is non-zero as
 soon as a stage fails. ``--quick`` is a smoke run (2 videos, 1 training step per stream).
@@ -23,12 +27,22 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_OUT = Path("runs/demo")
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 STREAMS = ("rgb", "flow", "fused")
+DEMO_EPOCHS = 10
+#: The demo's CPU preset over the config `afsd prepare` writes: the same model with small numbers,
+#: so that training from a random-initialised backbone converges in minutes on a 2-core CPU.
+DEMO_PRESET = (
+    "dataset.training.clip_length=32", "dataset.training.clip_stride=8", "dataset.training.crop_size=32",
+    "dataset.testing.clip_length=32", "dataset.testing.clip_stride=16", "dataset.testing.crop_size=32",
+    "training.batch_size=4", "training.learning_rate=3e-4",
+    "training.ssl=0.0",  # the consistency pass would double the cost of a step
+    "training.lw=3.0",  # THUMOS14 uses 10; less weight on boundaries: classification converges in few steps
+    "training.num_workers=0",
+)
 #: The demo's promise on the synthetic test split (docs/demo.md).
 TARGET_MAP_AT_05 = 0.8
 
@@ -52,27 +66,34 @@ class DemoLayout:
 
     @property
     def data(self) -> Path:
+        """The synthetic dataset as a user would have theirs: videos and an annotation JSON."""
         return self.out / "data"
 
-    def videos(self, split: str) -> Path:
-        return self.data / "videos" / split
-
-    def annotations(self, split: str) -> Path:
-        return self.data / "annotations" / f"{split}_Annotation.csv"
-
     @property
-    def classes(self) -> Path:
-        return self.data / "annotations" / "classes.txt"
+    def videos(self) -> Path:
+        return self.data / "videos"
 
     @property
     def ground_truth(self) -> Path:
         return self.data / "annotations" / "gt.json"
 
-    def frames(self, split: str) -> Path:
-        return self.out / "frames" / split
+    @property
+    def classes(self) -> Path:
+        """Every class of the set (a small set may lack instances of some)."""
+        return self.data / "annotations" / "classes.txt"
 
-    def flow(self, split: str) -> Path:
-        return self.out / "flow" / split
+    @property
+    def frames(self) -> Path:
+        return self.out / "frames"
+
+    @property
+    def dataset_config(self) -> Path:
+        """Written by `afsd prepare --annotations`."""
+        return self.frames / "dataset.yaml"
+
+    @property
+    def flow(self) -> Path:
+        return self.out / "flow"
 
     @property
     def runs(self) -> Path:
@@ -89,35 +110,13 @@ class DemoLayout:
         return self.out / "plots"
 
 
-def find_config(name: str) -> Path:
-    """``configs/<name>`` of the source tree (editable install), else of the current directory."""
-    for folder in (REPO_CONFIGS, Path.cwd() / "configs"):
-        if (folder / name).is_file():
-            path = folder / name
-            try:  # print it as a user would type it from the repository root
-                return path.relative_to(Path.cwd())
-            except ValueError:
-                return path
-    raise FileNotFoundError(f"cannot find configs/{name} (run the demo from the repository root)")
-
-
-def path_overrides(layout: DemoLayout, stream: str) -> list[str]:
-    """Config overrides pointing the demo config at ``layout`` (none when it is the default)."""
-    if layout.out.resolve() == DEFAULT_OUT.resolve():
-        return []
-    data_of = layout.frames if stream == "rgb" else layout.flow
-    return [
-        f"dataset.class_index_path={layout.classes}",
-        f"dataset.training.video_info_path={layout.frames('train') / 'video_info.csv'}",
-        f"dataset.training.video_anno_path={layout.annotations('train')}",
-        f"dataset.training.video_data_path={data_of('train')}",
-        f"dataset.testing.video_info_path={layout.frames('test') / 'video_info.csv'}",
-        f"dataset.testing.video_anno_path={layout.annotations('test')}",
-        f"dataset.testing.video_data_path={data_of('test')}",
-        f"dataset.testing.gt_path={layout.ground_truth}",
-        f"training.checkpoint_path={layout.runs / stream}",
-        f"testing.output_path={layout.out / 'detections'}",
-    ]
+def training_overrides(layout: DemoLayout, stream: str, epochs: int) -> list[str]:
+    """The preset, the epochs (one checkpoint, at the end) and, for flow, the flow arrays."""
+    overrides = [*DEMO_PRESET, f"training.max_epoch={epochs}", f"training.checkpoint_every={epochs}"]
+    if stream == "flow":
+        overrides += ["model.in_channels=2", f"dataset.training.video_data_path={layout.flow}",
+                      f"dataset.testing.video_data_path={layout.flow}"]
+    return overrides
 
 
 HEARTBEAT_S = 30.0
@@ -134,41 +133,34 @@ def _epoch_progress(stage: Stage) -> str:
 def build_stages(layout: DemoLayout, args: argparse.Namespace) -> list[Stage]:
     """The command of every stage, in order."""
     afsd = [sys.executable, "-m", "afsd_cli"]
-    rgb_cfg, flow_cfg = str(find_config("demo.yaml")), str(find_config("demo_flow.yaml"))
     jobs = ["-j", str(args.jobs)]
+    epochs = 1 if args.quick else args.epochs
     stages = [
         Stage("synthetic videos", afsd + ["prepare", "--synthetic", str(layout.data), "--videos", str(args.videos),
                                           "--classes", str(args.classes), "--seed", str(args.seed)]),
+        Stage("frames", afsd + ["prepare", str(layout.videos), str(layout.frames), "--annotations",
+                                str(layout.ground_truth), "--class-names", str(layout.classes),
+                                "--size", str(args.frame_size), *jobs]),
+        Stage("flow", afsd + ["flow", str(layout.frames), str(layout.flow), "--method", args.flow_method, *jobs]),
     ]
-    for split in ("train", "test"):
-        stages.append(Stage(f"frames ({split})", afsd + [
-            "prepare", str(layout.videos(split)), str(layout.frames(split)),
-            "--annotations", str(layout.annotations(split)), "--size", str(args.frame_size), *jobs]))
-    for split in ("train", "test"):
-        stages.append(Stage(f"flow ({split})", afsd + [
-            "flow", str(layout.frames(split)), str(layout.flow(split)), "--method", args.flow_method, *jobs]))
-
-    quick = ["--max-steps", "1", "training.max_epoch=1"] if args.quick else []
-    checkpoints = {}
-    for stream, cfg in (("rgb", rgb_cfg), ("flow", flow_cfg)):
+    quick = ["--max-steps", "1"] if args.quick else []
+    for stream in ("rgb", "flow"):
         stages.append(Stage(f"train {stream}", afsd + [
-            "train", cfg, "--runs-dir", str(layout.runs), "--name", stream, "--device", "cpu",
-            *quick, *path_overrides(layout, stream)], group="train" if args.parallel_train else None,
-            metrics_csv=layout.runs / stream / "metrics.csv", epochs=1 if args.quick else args.epochs))
-        checkpoints[stream] = layout.runs / stream / f"checkpoint-{1 if args.quick else args.epochs}.ckpt"
-    for stream, cfg in (("rgb", rgb_cfg), ("flow", flow_cfg)):
+            "train", str(layout.dataset_config), "--runs-dir", str(layout.runs), "--name", stream, "--device", "cpu",
+            *quick, *training_overrides(layout, stream, epochs)], group="train" if args.parallel_train else None,
+            metrics_csv=layout.runs / stream / "metrics.csv", epochs=epochs))
+    for stream in ("rgb", "flow"):
         stages.append(Stage(f"predict {stream}", afsd + [
-            "predict", cfg, "--checkpoint", str(checkpoints[stream]), "--output", str(layout.detections(stream)),
-            "--device", "cpu", *path_overrides(layout, stream)]))
+            "predict", str(layout.runs / stream), "--output", str(layout.detections(stream)), "--device", "cpu"]))
     stages.append(Stage("fuse", afsd + [
-        "fuse", rgb_cfg, "--rgb-checkpoint", str(checkpoints["rgb"]), "--flow-checkpoint", str(checkpoints["flow"]),
-        "--rgb-data", str(layout.frames("test")), "--flow-data", str(layout.flow("test")),
+        "fuse", str(layout.runs / "rgb"), "--flow-checkpoint", str(layout.runs / "flow"),
+        "--rgb-data", str(layout.frames), "--flow-data", str(layout.flow),
         "--output", str(layout.detections("fused")), "--device", "cpu",
-        "--plot", str(layout.plots), "--gt", str(layout.ground_truth), *path_overrides(layout, "rgb")]))
+        "--plot", str(layout.plots), "--gt", str(layout.ground_truth)]))
     for stream in STREAMS:
         stages.append(Stage(f"evaluate {stream}", afsd + [
-            "evaluate", str(layout.detections(stream)), "--gt", str(layout.ground_truth), "--subset", "test",
-            "--dataset", "thumos14", "--output", str(layout.metrics(stream))]))
+            "evaluate", str(layout.detections(stream)), "--gt", str(layout.ground_truth),
+            "--output", str(layout.metrics(stream))]))
     return stages
 
 
@@ -268,10 +260,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classes", type=int, default=4, help="action classes (1-6)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset")
     parser.add_argument("--frame-size", type=int, default=40,
-                        help="afsd prepare --size: stored frame side (default 40; the demo configs crop 32)")
+                        help="afsd prepare --size: stored frame side (default 40; the demo preset crops 32)")
     parser.add_argument("--flow-method", default="dis", help="afsd flow --method (default dis: fast on CPU)")
     parser.add_argument("--jobs", type=int, default=0, help="parallel workers of prepare/flow (0 = every core)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo configs' max_epoch)")
+    parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help=f"training epochs (default {DEMO_EPOCHS})")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 videos, 1 training step per stream")
     parser.add_argument("--sequential-train", dest="parallel_train", action="store_false",
                         help="train the two streams one after the other (default: at the same time, "
@@ -283,27 +275,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def config_epochs(path: Path) -> int:
-    import yaml
-
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return int(data["training"]["max_epoch"])
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     layout = DemoLayout(args.out)
-    if args.epochs is None:
-        args.epochs = config_epochs(find_config("demo.yaml"))
     if layout.out.exists() and not args.keep:
         import shutil
 
         shutil.rmtree(layout.out)
     stages = build_stages(layout, args)
-    if args.epochs != config_epochs(find_config("demo.yaml")) and not args.quick:
-        for stage in stages:
-            if stage.name.startswith("train "):
-                stage.argv.append(f"training.max_epoch={args.epochs}")
 
     env = dict(os.environ)
     # The rich progress bars of the commands stay readable when the output is a pipe.

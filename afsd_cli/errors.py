@@ -92,10 +92,6 @@ class CheckpointError(AFSDError):
     """A checkpoint is unreadable or does not match the model architecture."""
 
 
-class NotImplementedYet(AFSDError):
-    """A command whose implementation has not landed yet."""
-
-
 class TrainingError(AFSDError):
     """Training cannot continue (e.g. a non-finite loss)."""
 

@@ -4,7 +4,9 @@ Every command that produces results writes them into a run folder ``runs/<comman
 (``runs/train/exp``, ``runs/predict/exp2``, ...) holding the outputs, the resolved
 ``config.yaml`` and ``env.json``. A training run folder is also a complete input: its
 ``config.yaml`` names the run's own checkpoint and ``find_checkpoint(run_dir)`` picks the best
-epoch's model, else the last.
+epoch's model, else the last. :func:`resolve_run` is the one place that turns a path given on
+the command line (a config file, a checkpoint file or a run folder) into the pair
+``(config file, checkpoint file)`` (``afsd predict RUN_DIR``, ``--checkpoint RUN_DIR``).
 
 This module never imports torch (``afsd evaluate`` uses it).
 """
@@ -24,6 +26,7 @@ from afsd_cli.errors import ConfigError, InputError
 RUNS_ROOT = Path("runs")
 CONFIG_NAME = "config.yaml"
 ENV_NAME = "env.json"
+PROFILE_NAME = "profile.json"  # a training run's dataset profile (afsd_cli.profile)
 BEST_CHECKPOINT = "checkpoint-best.ckpt"
 STATE_DIR = "training"
 _EPOCH_CHECKPOINT = re.compile(r"checkpoint-(\d+)\.ckpt")
@@ -75,10 +78,11 @@ def new_run_dir(base: str | Path, name: str | None = None, exist_ok: bool = Fals
 
 
 def is_unused_run_dir(path: str | Path) -> bool:
-    """True for a folder holding no results: nothing but ``config.yaml`` / ``env.json`` (what a
-    start writes first), hidden temporary files and empty folders. Such a folder may be reused."""
+    """True for a folder holding no results: nothing but ``config.yaml`` / ``profile.json`` /
+    ``env.json`` (what a start writes first), hidden temporary files and empty folders. Such a
+    folder may be reused."""
     for entry in Path(path).rglob("*"):
-        if entry.is_dir() or entry.name in (CONFIG_NAME, ENV_NAME) or entry.name.startswith("."):
+        if entry.is_dir() or entry.name in (CONFIG_NAME, PROFILE_NAME, ENV_NAME) or entry.name.startswith("."):
             continue
         return False
     return True
@@ -198,10 +202,35 @@ def find_checkpoint(run_dir: str | Path) -> Path:
     return epochs[max(epochs)]
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file as given, or the one ``find_checkpoint`` picks in a run folder."""
+def is_run_dir(path: str | Path) -> bool:
+    """A folder holding a ``config.yaml`` (what every run folder starts with)."""
+    return Path(path).is_dir() and (Path(path) / CONFIG_NAME).is_file()
+
+
+def resolve_checkpoint(path: str | Path | None) -> Path | None:
+    """A checkpoint file as given, or the one ``find_checkpoint`` picks in a run folder (``None``
+    stays ``None``: no checkpoint given)."""
+    if path is None:
+        return None
     path = Path(path)
     return find_checkpoint(path) if path.is_dir() else path
+
+
+def resolve_run(path: str | Path, checkpoint: str | Path | None = None) -> tuple[Path, Path | None]:
+    """``(config file, checkpoint or None)`` of a config file or a training run folder.
+
+    A run folder gives its ``config.yaml`` and, unless ``checkpoint`` is given, the model
+    ``find_checkpoint`` picks (best, else last). ``checkpoint`` itself may be a run folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not is_run_dir(path):
+            raise InputError(f"a folder without {CONFIG_NAME}: expected a config file or a training run folder",
+                             path)
+        if checkpoint is None:
+            return path / CONFIG_NAME, find_checkpoint(path)
+        return path / CONFIG_NAME, resolve_checkpoint(checkpoint)
+    return path, resolve_checkpoint(checkpoint)
 
 
 # --------------------------------------------------------------------------------------------

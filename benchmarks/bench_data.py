@@ -109,7 +109,7 @@ def resize_table(path: Path, repeat: int) -> list[tuple[str, float, float, float
     """
     import cv2
 
-    from afsd_cli.data.resample import BicubicResizer
+    from afsd_cli.ops.bicubic_resize import BicubicResizer
     from afsd_cli.data.video import make_resizer
 
     frames, capture, index = [], cv2.VideoCapture(str(path)), 0
@@ -121,7 +121,7 @@ def resize_table(path: Path, repeat: int) -> list[tuple[str, float, float, float
             frames.append(frame)
         index += 1
     capture.release()
-    from afsd_cli.data.resample import native_state
+    from afsd_cli.ops.bicubic_resize import native_state
 
     native = BicubicResizer(112, 112, reverse_channels=True, backend="native")
     library = native_state().library
@@ -179,7 +179,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, OpenCV {cv2.__version__}, Pillow {PIL.__version__}, "
           f"load average {os.getloadavg()[0]:.1f} at start")
-    from afsd_cli.data.resample import active_backend
+    from afsd_cli.ops.bicubic_resize import active_backend
 
     print(f"pil-bicubic resize backend: {': '.join(active_backend())}\n")
     with tempfile.TemporaryDirectory() as tmp:

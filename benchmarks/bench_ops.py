@@ -1,9 +1,9 @@
 """Benchmark of boundary max pooling: compiled backends vs. the pure-PyTorch reference.
 
-Workloads are the BMP calls of one AFSD forward pass at the real sizes (spec §3.3-3.4):
+Workloads are the BMP calls of one AFSD forward pass at the real sizes (official CoarsePyramid.forward):
 every pyramid level pools the level feature ``[B, 1024, t]`` with ``S = t`` segments and the frame
 feature ``[B, 512, T]`` with the same ``S = t`` segments (THUMOS14: T = 256, t = 64..2; ActivityNet:
-T = 768, t = 96..3). Segments follow §3.4 from random predicted distances. Prints a markdown table;
+T = 768, t = 96..3). Segments follow CoarsePyramid.forward from random predicted distances. Prints a markdown table;
 all ratios are measured side by side in one run.
 
     python benchmarks/bench_ops.py                 # cuda if a GPU is visible, else cpu
@@ -32,7 +32,7 @@ DATASETS = {"THUMOS14": (256, [64, 32, 16, 8, 4, 2]), "ActivityNet": (768, [96, 
 
 
 def afsd_segments(batch: int, clip: int, level: int, generator: torch.Generator):
-    """(level-resolution, frame-resolution) segments of one pyramid level, spec §3.4."""
+    """(level-resolution, frame-resolution) segments of one pyramid level, as CoarsePyramid.forward."""
     distances = torch.rand(batch, level, 2, generator=generator) * clip / 4  # predicted (l, r) in frames
     left, right = distances[..., 0], distances[..., 1]
     centre = torch.arange(level, dtype=torch.float32) + 0.5  # p_c * t

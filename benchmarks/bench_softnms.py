@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from afsd_cli.engine.postprocess import soft_nms, soft_nms_backend, soft_nms_numpy, soft_nms_torch  # noqa: E402
+from afsd_cli.ops.soft_nms import soft_nms, soft_nms_backend, soft_nms_numpy, soft_nms_torch  # noqa: E402
 
 
 def candidates(windows: int, seed: int) -> np.ndarray:

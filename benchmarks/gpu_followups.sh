@@ -2,12 +2,14 @@
 # The GPU measurements still open, in one command for a lent GPU machine (about 10 minutes on an
 # H100). Each step writes OUT_DIR/<step>.log; the tables go into the results_*.md files named.
 #
-#   bash benchmarks/gpu_followups.sh [OUT_DIR] [STEP ...]     steps: ops predict flow train
+#   bash benchmarks/gpu_followups.sh [OUT_DIR] [STEP ...]     steps: ops predict flow train extract
 #
 #   ops      the boundary-max-pooling tests on CUDA (last CUDA edit not yet run on a GPU)
 #            -> results_ops.md
 #   predict  issue #3: frames/s fp32/bf16/fp16, per-stage split, batch 1 vs 3 on cuDNN
 #            -> results_infer.md (goal: > 10 x 3259 frames/s)
+#   extract  issue #15: `afsd extract` clips/s at 16x224x224, fp32/bf16/fp16, batches 8/32/128, and
+#            the features' distance to CPU float32 -> results_extract.md
 #   flow     issue #5: tvl1 at OpenCV's defaults, compiled, batches 4096 and 8192
 #            -> results_flow.md (goal: > 1000 pairs/s)
 #   train    fp16 vs bf16 vs fp32 over 40 steps; amp_skipped_steps shows the GradScaler's
@@ -38,6 +40,8 @@ for s in $STEPS; do
                   --compile-only --pairs 8192 --batch-sizes 4096 8192 ;;
         train) step train 300 python3 benchmarks/bench_train.py --device cuda --presets thumos14 \
                    --amp off,bf16,fp16 --steps 40 ;;
-        *) echo "unknown step $s (ops predict flow train)"; exit 2 ;;
+        extract) step extract 420 python3 benchmarks/bench_extract.py --device cuda --check --amp off bf16 fp16 \
+                     --sizes 224 --batch-sizes 8 32 128 --threads 4 --layout-rounds 0 --video-seconds 20 ;;
+        *) echo "unknown step $s (ops predict flow train extract)"; exit 2 ;;
     esac
 done

@@ -4,7 +4,7 @@
         [--info tests/data/video/thumos14_test_video_info.csv] [--seed 0] [--short]
 
 No trained model is at hand, so raw outputs are *simulated* on the real THUMOS14 test videos
-(their lengths and ground truth): for every test window (§5.1 offsets) and each of the 126
+(their lengths and ground truth): for every test window (thumos14/test.py offsets) and each of the 126
 pyramid locations, a location whose centre lies inside a ground-truth instance predicts that
 instance's boundaries with Gaussian noise (σ = 15 % of its length) and its class with a score
 U(0.05, 0.9); other locations predict a ~20-frame segment around themselves with one random

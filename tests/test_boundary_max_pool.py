@@ -1,4 +1,5 @@
-"""Boundary max pooling: every available backend against a plain Python loop of spec §3.5."""
+"""Boundary max pooling: every available backend against a plain Python loop of the official
+CUDA kernel's semantics (``AFSD/prop_pooling/boundary_max_pooling_kernel.cu``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().paren
 
 import torch  # noqa: E402
 
+from afsd_cli.errors import ConfigError  # noqa: E402
 from afsd_cli.ops import boundary_pooling as bmp  # noqa: E402
 from afsd_cli.ops import extension  # noqa: E402
 from afsd_cli.ops import boundary_max_pool, self_test  # noqa: E402
@@ -47,7 +49,7 @@ def loop_first_argmax(values: list[float], base: int, lo: int, hi: int) -> int:
 
 
 def loop_pool(x: torch.Tensor, segments: torch.Tensor):
-    """(y, argmax) following the spec literally."""
+    """(y, argmax) following the official kernel literally."""
     batch, channels, length = x.shape
     num_segments = segments.shape[1]
     flat, seg = x.double().reshape(-1).tolist(), segments.double().tolist()
@@ -297,7 +299,7 @@ def test_invalid_inputs_raise_value_error():
 
 def test_unknown_backend_name(monkeypatch):
     monkeypatch.setenv(bmp.BACKEND_ENV, "fastest")
-    with pytest.raises(ValueError, match="AFSD_BMP_BACKEND"):
+    with pytest.raises(ConfigError, match="AFSD_BMP_BACKEND"):
         boundary_max_pool(torch.zeros(1, 2, 4), torch.zeros(1, 2, 4))
 
 

@@ -20,26 +20,24 @@ def test_stages_are_the_user_commands_in_pipeline_order():
     stages = demo.build_stages(demo.DemoLayout(args.out), args)
     names = [s.name for s in stages]
     assert names == [
-        "synthetic videos", "frames (train)", "frames (test)", "flow (train)", "flow (test)",
-        "train rgb", "train flow", "predict rgb", "predict flow", "fuse",
+        "synthetic videos", "frames", "flow", "train rgb", "train flow", "predict rgb", "predict flow", "fuse",
         "evaluate rgb", "evaluate flow", "evaluate fused",
     ]
     for stage in stages:
         assert stage.argv[:3] == [sys.executable, "-m", "afsd_cli"]
         assert demo.printable(stage.argv).startswith("afsd ")
     by_name = {s.name: s.argv for s in stages}
-    # The trained checkpoints are the ones predict and fuse load.
-    rgb_ckpt = str(Path("/tmp/afsd-demo-test/runs/rgb/checkpoint-4.ckpt"))
-    assert rgb_ckpt in by_name["predict rgb"] and rgb_ckpt in by_name["fuse"]
+    # The path of "Your own dataset": prepare writes the config that train reads; predict and
+    # fuse take the run folders; evaluate needs no --subset / --dataset (recorded profile).
+    config = str(Path("/tmp/afsd-demo-test/frames/dataset.yaml"))
+    assert "--annotations" in by_name["frames"] and by_name["train rgb"][4] == config
+    rgb_run = str(Path("/tmp/afsd-demo-test/runs/rgb"))
+    assert by_name["predict rgb"][4] == rgb_run and by_name["fuse"][4] == rgb_run
+    assert "training.max_epoch=4" in by_name["train rgb"] and "training.checkpoint_every=4" in by_name["train rgb"]
     assert "--plot" in by_name["fuse"]
-    # A non-default output folder is passed to the configs as path overrides.
-    assert any(a.startswith("dataset.training.video_data_path=") and a.endswith("flow/train") for a in by_name["train flow"])
-    assert "--dataset" in by_name["evaluate fused"] and "thumos14" in by_name["evaluate fused"]
-
-
-def test_default_output_folder_needs_no_overrides():
-    layout = demo.DemoLayout(demo.DEFAULT_OUT)
-    assert demo.path_overrides(layout, "rgb") == []
+    assert any(a.startswith("dataset.training.video_data_path=") and a.endswith("flow") for a in by_name["train flow"])
+    assert "model.in_channels=2" in by_name["train flow"]
+    assert "--dataset" not in by_name["evaluate fused"] and "--subset" not in by_name["evaluate fused"]
 
 
 def test_quick_mode_is_one_step_on_two_videos():
@@ -48,8 +46,7 @@ def test_quick_mode_is_one_step_on_two_videos():
     args.epochs = 4
     stages = demo.build_stages(demo.DemoLayout(Path("/tmp/x")), args)
     train = next(s for s in stages if s.name == "train rgb").argv
-    assert "--max-steps" in train and "training.max_epoch=1" in train
-    assert str(Path("/tmp/x/runs/rgb/checkpoint-1.ckpt")) in next(s for s in stages if s.name == "predict rgb").argv
+    assert "--max-steps" in train and "training.max_epoch=1" in train and "training.max_epoch=4" not in train
 
 
 def test_summary_reports_stage_times_and_map(tmp_path):
@@ -75,7 +72,7 @@ def test_a_failing_stage_stops_the_demo_with_non_zero_exit(tmp_path, monkeypatch
     assert demo.main(["--out", str(tmp_path / "d"), "--quick"]) == 1
     assert len(calls) == 2
     out = capsys.readouterr().out
-    assert "stage 'frames (train)' failed (exit code 3)" in out
+    assert "stage 'frames' failed (exit code 3)" in out
 
 
 @pytest.mark.slow

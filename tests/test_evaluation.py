@@ -48,9 +48,12 @@ def test_parse_tiou_list_and_range():
 
 
 def test_dataset_detection_and_defaults():
+    # The kind comes from the layout, never from class names: a JSON without an ActivityNet
+    # version or taxonomy is custom (THUMOS14's thresholds, its testing subset 'test').
     thumos = load_ground_truth(THUMOS_GT)
     assert (thumos.dataset, thumos.subset, len(thumos), len(thumos.videos), len(thumos.class_names)) == (
-        "thumos14", "test", 3311, 210, 20)
+        "custom", "test", 3311, 210, 20)
+    assert load_ground_truth(THUMOS_GT, dataset="thumos14").subset == "test"
     anet = load_ground_truth(ANET_GT)
     assert (anet.dataset, anet.subset, len(anet.videos)) == ("anet", "validation", 303)
     assert load_ground_truth(THUMOS_GT, "train").subset == "train"
@@ -72,7 +75,7 @@ def test_thumos_csv_matches_json_ground_truth():
             if gt.videos[v] in videos
         )
 
-    # The JSON lacks two test videos of the CSV (spec §1.4); the rest is the same instances.
+    # The official thumos_gt.json lacks two test videos of the CSV; the rest is the same instances.
     assert set(csv_gt.videos) - set(json_gt.videos) == {"video_test_0000270", "video_test_0001496"}
     assert instances(csv_gt, set(json_gt.videos)) == instances(json_gt, set(json_gt.videos))
 
@@ -106,7 +109,7 @@ def test_perfect_detections_score_one():
 
 def test_edge_case_counts_and_classes():
     result = evaluate_detections(load_ground_truth(EDGE_GT, "test"), load_detections(EDGE_DETECTIONS), [0.5])
-    assert result.dataset == "anet" and result.subset == "test"
+    assert result.dataset == "custom" and result.subset == "test"
     # vC is in another subset, vD has no annotation (as in the official code: not a GT video), vE unknown.
     assert result.dropped.to_dict() == {
         "total": 4, "unknown_video": 3, "unknown_label": 1,
@@ -162,9 +165,8 @@ GOOD_ITEM = {"segment": [1.0, 2.0], "score": 0.5, "label": "X"}
         ({"results": {"v": {}}}, "results['v']: expected a list of detections, got an object"),
         ({"results": {"v": [GOOD_ITEM, 3]}}, "results['v'][1]: expected an object, got a number"),
         ({"results": {"v": [{"segment": [1, 2], "label": "X"}]}}, "results['v'][0]: missing key 'score'"),
-        ({"results": {"v": [GOOD_ITEM, dict(GOOD_ITEM, segment=[4.5, 1.2])]}},
-         "results['v'][1]: segment end 1.2 < start 4.5"),
-        ({"results": {"v": [dict(GOOD_ITEM, segment=[-1, -2])]}}, "results['v'][0]: segment end -2 < start -1"),
+        ({"results": {"v": [GOOD_ITEM, dict(GOOD_ITEM, segment=[4.5, float("nan")])]}},
+         "results['v'][1]: segment end: expected a finite number, got nan"),
         ({"results": {"v": [dict(GOOD_ITEM, segment=[1, "x"])]}}, "results['v'][0]: segment end: expected a number, got 'x'"),
         ({"results": {"v": [dict(GOOD_ITEM, segment=[1, 2, 3])]}}, "results['v'][0]: segment must be [start, end], got 3 values"),
         ({"results": {"v": [dict(GOOD_ITEM, segment=[1, None])]}}, "results['v'][0]: segment end: expected a number, got null"),
@@ -271,11 +273,11 @@ def test_cli_bad_options_fail_cleanly(tmp_path, args, message):
 
 
 def test_cli_bad_file_fails_cleanly(tmp_path):
-    path = write(tmp_path / "detections.json", {"results": {"video_x": [GOOD_ITEM] * 3 + [dict(GOOD_ITEM, segment=[4.5, 1.2])]}})
+    path = write(tmp_path / "detections.json", {"results": {"video_x": [GOOD_ITEM] * 3 + [dict(GOOD_ITEM, segment=[4.5, "x"])]}})
     out = tmp_path / "m.json"
     result = invoke(path, "--gt", THUMOS_GT, "--output", out)
     assert result.exit_code == 1
-    assert "detections.json: results['video_x'][3]: segment end 1.2 < start 4.5" in " ".join(result.output.split())
+    assert "detections.json: results['video_x'][3]: segment end: expected a number, got 'x'" in " ".join(result.output.split())
     assert "Traceback" not in result.output and not out.exists()
 
 

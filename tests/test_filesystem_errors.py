@@ -177,6 +177,7 @@ def test_an_untranslated_os_error_is_still_one_line(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied", str(tmp_path / "gt.json"))
 
     monkeypatch.setattr(evaluation, "load_ground_truth", broken)
+    (tmp_path / "d.json").write_text('{"results": {}}')  # detections are read first (their profile picks the GT)
     result, text = invoke("evaluate", tmp_path / "d.json", "--gt", tmp_path / "gt.json")
     assert result.exit_code == 1
     assert f"{tmp_path / 'gt.json'}: Permission denied" in text and "Traceback" not in text

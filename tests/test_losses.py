@@ -101,7 +101,7 @@ def test_weighted_total_and_gradients(case, which):
 
 
 def test_quality_target_is_not_detached():
-    # spec Q6: the IoU target keeps its graph, so the quality term also moves loc
+    # as MultiSegmentLoss.forward: the IoU target keeps its graph, so the quality term also moves loc
     loc = torch.tensor([[10.0, 12.0]], requires_grad=True)
     prop = torch.tensor([[0.1, -0.2]], requires_grad=True)
     center = torch.tensor([[[0.3]]], requires_grad=True)

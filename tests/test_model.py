@@ -112,7 +112,7 @@ def test_wrong_clip_shape_is_a_clear_error(small_thumos):
 
 
 def test_segments_match_the_spec_worked_example():
-    # spec §3.4: level 0 (64 steps of a 256-frame clip), location 10, loc = (20, 28)
+    # official CoarsePyramid.forward: level 0 (64 steps of a 256-frame clip), location 10, loc = (20, 28)
     loc = torch.zeros(1, 64, 2)
     loc[0, 10] = torch.tensor([20.0, 28.0])
     priors = ((torch.arange(64) + 0.5) / 64).view(1, 64, 1)

@@ -58,7 +58,7 @@ def test_readme_table_matches_every_command():
             "not an option:", table[command] - actual[command])
 
 
-@pytest.mark.parametrize("command", ["prepare", "flow", "train", "predict", "fuse", "evaluate", "checks"])
+@pytest.mark.parametrize("command", ["prepare", "flow", "train", "predict", "fuse", "evaluate", "checks", "extract"])
 def test_help_lists_the_table_and_no_old_spelling(command):
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
@@ -89,6 +89,8 @@ def test_old_spellings_are_rewritten_with_one_notice_each():
     # --amp-dtype without the flag had no effect, and still has none
     assert rewrite_deprecated("predict", ["--amp-dtype", "fp16", "x.yaml"])[0] == ["x.yaml"]
     assert rewrite_deprecated("train", ["--workers", "3"])[0] == ["--jobs", "3"]
+    assert rewrite_deprecated("extract", ["in", "out", "-w", "i3d.pt", "-b", "4"])[0] == [
+        "in", "out", "--weights", "i3d.pt", "--batch-size", "4"]
     assert rewrite_deprecated("evaluate", ["-v"])[0] == ["-v"]  # only the command's own old spellings
 
 

@@ -1,4 +1,5 @@
-"""Decoding, soft-NMS and detection assembly against the official behaviour (spec §5.1-§5.4)."""
+"""Decoding, soft-NMS and detection assembly against the official behaviour (``AFSD/thumos14/test.py``,
+``AFSD/anet/test.py``, ``softnms_v2`` in ``AFSD/common/segment_utils.py``)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,12 @@ from afsd_cli.engine.postprocess import (
     location_scores,
     refine_segments,
     relabel_with_classifier,
-    soft_nms,
-    soft_nms_torch,
 )
+from afsd_cli.ops.soft_nms import soft_nms, soft_nms_torch
 
 
 def masked_softnms(rows: torch.Tensor, sigma: float, top_k: int, score_threshold: float):
-    """The §5.3 pseudocode written with boolean masks over the full arrays (as the official code)."""
+    """``softnms_v2`` written with boolean masks over the full arrays (as the official code)."""
     rows = rows.clone()
     start, end, score = rows[:, 0], rows[:, 1], rows[:, 2]
     done = torch.zeros(len(rows), dtype=torch.bool)
@@ -191,12 +191,12 @@ def test_clip_to_video_and_anet_relabel():
 
 @pytest.fixture
 def native_soft_nms():
-    from afsd_cli.engine import postprocess
+    from afsd_cli.ops import soft_nms as soft_nms_module
 
-    library, error = postprocess._native_soft_nms()
+    library, error = soft_nms_module._native_soft_nms()
     if library is None:
         pytest.skip(f"native soft-NMS unavailable: {error}")
-    return postprocess
+    return soft_nms_module
 
 
 def _awkward_candidates(n: int, seed: int) -> np.ndarray:
@@ -235,13 +235,13 @@ def test_native_soft_nms_edge_cases(native_soft_nms):
 
 
 def test_soft_nms_backend_switch(monkeypatch):
-    from afsd_cli.engine import postprocess
-    from afsd_cli.errors import AFSDError
+    from afsd_cli.errors import ConfigError
+    from afsd_cli.ops import soft_nms as soft_nms_module
 
-    monkeypatch.setenv(postprocess.SOFTNMS_BACKEND_ENV, "numpy")
-    assert postprocess.soft_nms_backend()[0] == "numpy"
+    monkeypatch.setenv(soft_nms_module.SOFTNMS_BACKEND_ENV, "numpy")
+    assert soft_nms_module.soft_nms_backend()[0] == "numpy"
     rows = random_candidates(100, 4).numpy()
-    np.testing.assert_array_equal(postprocess.soft_nms(rows), postprocess.soft_nms_numpy(rows))
-    monkeypatch.setenv(postprocess.SOFTNMS_BACKEND_ENV, "fast")
-    with pytest.raises(AFSDError, match="AFSD_SOFTNMS_BACKEND"):
-        postprocess.soft_nms(rows)
+    np.testing.assert_array_equal(soft_nms_module.soft_nms(rows), soft_nms_module.soft_nms_numpy(rows))
+    monkeypatch.setenv(soft_nms_module.SOFTNMS_BACKEND_ENV, "fast")
+    with pytest.raises(ConfigError, match="AFSD_SOFTNMS_BACKEND"):
+        soft_nms_module.soft_nms(rows)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from afsd_cli import native
-from afsd_cli.data import resample
-from afsd_cli.errors import AFSDError
+from afsd_cli.errors import ConfigError
+from afsd_cli.ops import bicubic_resize as resample
+from afsd_cli.ops import native
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -168,7 +168,7 @@ def test_backend_environment(monkeypatch):
     assert resample.active_backend()[0] == "pillow"
     assert resample.BicubicResizer(112, 112).backend == "pillow"
     monkeypatch.setenv(resample.BACKEND_ENV, "gpu")
-    with pytest.raises(AFSDError, match="AFSD_RESIZE_BACKEND"):
+    with pytest.raises(ConfigError, match="AFSD_RESIZE_BACKEND"):
         resample.active_backend()
 
 
@@ -183,7 +183,7 @@ def test_without_a_compiler_auto_falls_back_and_native_fails_clearly(tmp_path):
     code = """
         import warnings, numpy as np
         from afsd_cli.data.video import make_resizer
-        from afsd_cli.data.resample import BicubicResizer
+        from afsd_cli.ops.bicubic_resize import BicubicResizer
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             resize = make_resizer("pil-bicubic")
@@ -198,7 +198,7 @@ def test_without_a_compiler_auto_falls_back_and_native_fails_clearly(tmp_path):
             "C compiler $CC='/nonexistent/cc' not found") in result.stdout
 
     code = """
-        from afsd_cli.data.resample import active_backend
+        from afsd_cli.ops.bicubic_resize import active_backend
         from afsd_cli.errors import AFSDError
         try:
             active_backend()

@@ -29,7 +29,8 @@ def test_new_run_dir_numbers_names_and_reuse(tmp_path):
         new_run_dir(tmp_path, "mine")
     assert new_run_dir(tmp_path, "mine", exist_ok=True) == named  # asked for: reused
     assert new_run_dir(tmp_path, "empty") == tmp_path / "empty"
-    (tmp_path / "empty" / "env.json").write_text("{}")  # what a start that died wrote: no results
+    for start_file in ("env.json", "config.yaml", "profile.json"):  # what a start that died wrote: no results
+        (tmp_path / "empty" / start_file).write_text("{}")
     assert new_run_dir(tmp_path, "empty") == tmp_path / "empty"
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="is a file"):
@@ -65,6 +66,7 @@ def test_find_checkpoint_best_else_last(tmp_path):
     assert find_checkpoint(tmp_path) == tmp_path / "checkpoint-best.ckpt"
     assert resolve_checkpoint(tmp_path / "checkpoint-2.ckpt") == tmp_path / "checkpoint-2.ckpt"
     assert resolve_checkpoint(tmp_path) == tmp_path / "checkpoint-best.ckpt"
+    assert resolve_checkpoint(None) is None  # nothing given: the config decides
 
 
 def test_keep_checkpoints_values_and_pruning(tmp_path):
@@ -185,6 +187,13 @@ def test_retention_resume_and_the_run_as_input(tmp_path):
     assert result.exit_code == 0, text
     used = yaml.safe_load((tmp_path / "pred" / "exp2" / "config.yaml").read_text())
     assert used["testing"]["checkpoint_path"] == str((run / "checkpoint-5.ckpt").resolve())
+    # RUN_DIR itself as CONFIG: its config.yaml and the same checkpoint, into a run folder of its own
+    result, text = invoke("predict", run, "--device", "cpu", "--limit", "1", "--runs-dir", tmp_path / "pred")
+    assert result.exit_code == 0, text
+    used = yaml.safe_load((tmp_path / "pred" / "exp3" / "config.yaml").read_text())
+    assert used["testing"]["checkpoint_path"] == str((run / "checkpoint-5.ckpt").resolve())
+    assert "profile" in json.loads((tmp_path / "pred" / "exp3" / "detections.json").read_text())
+    assert json.loads((run / "profile.json").read_text())  # the training run recorded its dataset
 
 
 def test_checks_and_env_json_record_the_afsd_version(tmp_path):

@@ -26,6 +26,7 @@ class BatchProgress:
         self.frames = 0
         self.frames_by_name: dict[str, int] | None = None
         self.reported: dict[str, int] = {}
+        self.partial = 0  # work reported by on_clips for the item in progress
         self.started = time.perf_counter()
 
     def on_start(self, total: int, frames_by_name: dict[str, int] | None = None) -> None:
@@ -39,23 +40,32 @@ class BatchProgress:
     def on_frames(self, name: str, pairs: int) -> None:
         self.reported[name] = self.reported.get(name, 0) + pairs
         self.frames += pairs
-        self.progress.update(self.task, advance=pairs, rate=self._rate())
+        self.progress.update(self.task, advance=pairs, rate=self._rate(self.frames))
 
-    def _rate(self) -> str:
+    def on_clips(self, count: int) -> None:
+        """Work done inside the item in progress (extract reports every batch of clips)."""
+        self.partial += count
+        self.progress.update(self.task, rate=self._rate(self.frames + self.partial))
+
+    def _rate(self, work: int) -> str:
         elapsed = time.perf_counter() - self.started
-        return f"{self.frames / elapsed:,.0f} {self.unit}/s" if elapsed > 0 and self.frames else ""
+        if elapsed <= 0 or not work:
+            return ""
+        rate = work / elapsed
+        return f"{rate:,.0f} {self.unit}/s" if rate >= 100 else f"{rate:.2g} {self.unit}/s"
 
     def on_result(self, result) -> None:
+        self.partial = 0
         if self.frames_by_name is None:
             if result.status == "done":
                 self.frames += result.frames
-            self.progress.update(self.task, advance=1, rate=self._rate())
+            self.progress.update(self.task, advance=1, rate=self._rate(self.frames))
             return
         # the video's remaining frames (the repeated last flow frame, or all of a skipped one)
         rest = max(0, self.frames_by_name.get(result.name, 0) - self.reported.pop(result.name, 0))
         if result.status == "done":
             self.frames += rest
-        self.progress.update(self.task, advance=rest, rate=self._rate())
+        self.progress.update(self.task, advance=rest, rate=self._rate(self.frames))
 
 
 @contextmanager

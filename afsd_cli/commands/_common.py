@@ -47,7 +47,3 @@ def handle_errors(func: F) -> F:
 def _os_error_line(exc: OSError) -> str:
     reason = exc.strerror or str(exc) or type(exc).__name__
     return f"{exc.filename}: {reason}" if exc.filename else reason
-
-
-def not_implemented(name: str) -> typer.Exit:
-    return fail(f"`afsd {name}` is not implemented yet", code=2)

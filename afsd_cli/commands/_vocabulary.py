@@ -21,6 +21,7 @@ RENAMED_OPTIONS: dict[str, dict[str, str]] = {
     "train": {"--workers": "--jobs"},
     "flow": {"-m": "--method"},
     "prepare": {"-d": "--dataset", "-a": "--annotations"},
+    "extract": {"-w": "--weights", "-b": "--batch-size"},
 }
 # commands whose --amp was a flag (plus --amp-dtype bf16|fp16) in afsd 0.1
 AMP_FLAG_COMMANDS = ("predict", "fuse")

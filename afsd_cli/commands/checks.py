@@ -60,7 +60,7 @@ def _device_rows() -> list[tuple[str, str]]:
 
 
 def _resize_backend() -> tuple[str, str]:
-    from afsd_cli.data.resample import active_backend, pillow_pass_rule
+    from afsd_cli.ops.bicubic_resize import active_backend, pillow_pass_rule
 
     backend, detail = active_backend()
     order = "vertical pass first for tall shrinks" if pillow_pass_rule() else "horizontal pass first"
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         table.add_column("backend")
         table.add_column("detail", overflow="fold")
         with console.status("Loading the native helpers (compiled on the first run, ~1 s)..."):
-            from afsd_cli.engine.postprocess import soft_nms_backend
+            from afsd_cli.ops.soft_nms import soft_nms_backend
 
             table.add_row("frame resize (pil-bicubic)", *_backend_row(_resize_backend))
             table.add_row("soft-NMS", *_backend_row(soft_nms_backend))
@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
 
         with console.status("Self-testing the backends..."):
             results = self_test(seed=seed, timing_repeats=repeats)
-        table = Table(title="Self-test vs. the spec's loop rule (forward, gradient, legacy gradient)")
+        table = Table(title="Self-test vs. the official kernel's loop rule (forward, gradient, legacy gradient)")
         for column in ("backend", "device", "result", "max abs diff", "fwd+bwd [2,512,256] S=64"):
             table.add_column(column)
         styles = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "error": "[bold red]ERROR[/]"}

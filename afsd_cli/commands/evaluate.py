@@ -19,16 +19,19 @@ def register(app: typer.Typer) -> None:
         ),
         gt: Path = typer.Option(..., "--gt", help="Ground truth: ActivityNet-style JSON or THUMOS14 annotation CSV."),
         subset: Optional[str] = typer.Option(
-            None, help="Ground-truth subset to evaluate (default: 'test' for thumos14, 'validation' for anet)."
+            None, help="Ground-truth subset to evaluate (default: the detections' recorded dataset profile, "
+                       "else 'test' for thumos14, 'validation' for anet, the testing/validation subset for custom)."
         ),
         tiou: Optional[str] = typer.Option(
             None,
             "--tiou",
             help="tIoU thresholds: 'start:stop:num' (np.linspace) or '0.3,0.5,0.7' "
-            "(default: 0.3,0.4,0.5,0.6,0.7 for thumos14, 0.5:0.95:10 for anet).",
+            "(default: the detections' recorded dataset profile, else 0.3,0.4,0.5,0.6,0.7 for thumos14 "
+            "and custom, 0.5:0.95:10 for anet).",
         ),
         dataset: Optional[str] = typer.Option(
-            None, help="thumos14 or anet (sets the defaults; default: detected from the ground truth)."
+            None, help="thumos14, anet or custom (sets the defaults; default: the detections' recorded profile "
+                       "or version, else the ground truth's layout: THUMOS14 CSV, ActivityNet JSON, other JSON = custom)."
         ),
         per_class: bool = typer.Option(False, "--per-class", help="Also print the AP of every class."),
         output: Optional[Path] = typer.Option(
@@ -59,7 +62,7 @@ def register(app: typer.Typer) -> None:
         from afsd_cli.errors import InputError
         from afsd_cli.evaluation import TIE_BREAKS, evaluate_detections, load_detections, load_ground_truth, parse_tiou
         from afsd_cli.evaluation._malloc import retain_freed_memory
-        from afsd_cli.evaluation.datasets import dataset_defaults
+        from afsd_cli.evaluation.datasets import choose_evaluation, dataset_defaults
         from afsd_cli.io import write_json
         from afsd_cli.runs import check_output_options, check_run_name, default_runs_dir, new_run_dir, write_env
 
@@ -75,10 +78,11 @@ def register(app: typer.Typer) -> None:
         base = runs_dir or default_runs_dir("evaluate")
         check_run_name(base, name, exist_ok)
         _check_outputs(output, plot, None if output is not None else base / (name or ("exp" if exist_ok else "")))
-        ground_truth = load_ground_truth(gt, subset, dataset)
         loaded = load_detections(detections)
+        choice = choose_evaluation(loaded, dataset, subset, thresholds)
+        ground_truth = load_ground_truth(gt, choice.subset, choice.dataset)
         result = evaluate_detections(
-            ground_truth, loaded, thresholds, strict=strict, tie_break=ties, with_pr_curves=plot is not None
+            ground_truth, loaded, choice.tiou_thresholds, strict=strict, tie_break=ties, with_pr_curves=plot is not None
         )
         run_dir = None  # the run folder (None with --output): metrics.json, env.json
         if output is None:  # claimed only now that there are metrics to write
@@ -86,13 +90,17 @@ def register(app: typer.Typer) -> None:
             output = run_dir / METRICS_NAME
             write_env(run_dir)
 
+        _print_choice(result, choice, tiou is not None, subset is not None)
         _print_summary(ground_truth, loaded, result, subset)
         if per_class:
             console.print(_per_class_table(result))
         console.print(_map_table(result))
         if output is not None:
             try:
-                write_json(output, result.to_dict())
+                metrics = result.to_dict()
+                if loaded.profile is not None:  # the dataset profile travels with the numbers
+                    metrics["profile"] = loaded.profile
+                write_json(output, metrics)
             except OSError as exc:
                 raise InputError(f"cannot write: {exc.strerror or exc}", output) from None
             console.print(f"metrics written to [bold]{escape(str(output))}[/]", emoji=False)
@@ -124,6 +132,18 @@ def _check_outputs(output: Optional[Path], plot: Optional[Path], run_folder: Opt
         ensure_writable(run_folder, kind="folder")
     if plot is not None:
         ensure_writable(plot, kind="folder")
+
+
+def _print_choice(result, choice, explicit_tiou: bool, explicit_subset: bool) -> None:
+    """The header line: which thresholds and subset, and where they came from."""
+    thresholds = ", ".join(f"{t:.2f}" for t in result.tiou_thresholds)
+    subset = f"subset {result.subset!r}" if result.subset is not None else "every row (no subset column)"
+    origin = choice.origin
+    console.print(
+        f"evaluating {result.dataset}: tIoU {thresholds} ({'--tiou' if explicit_tiou else origin}); "
+        f"{subset} ({'--subset' if explicit_subset else origin})",
+        highlight=False, markup=False, emoji=False, soft_wrap=True,
+    )
 
 
 def _print_summary(ground_truth, detections, result, requested_subset) -> None:
@@ -165,6 +185,8 @@ def _note_out_of_range(out_of_range) -> None:
         parts.append(f"{out_of_range.negative_start} {_verb(out_of_range.negative_start, 'start')} before 0 s")
     if out_of_range.past_end:
         parts.append(f"{out_of_range.past_end} {_verb(out_of_range.past_end, 'end')} after the video's duration")
+    if out_of_range.reversed:
+        parts.append(f"{out_of_range.reversed} {_verb(out_of_range.reversed, 'end')} before {'its' if out_of_range.reversed == 1 else 'their'} start")
     err_console.print(
         f"[yellow]note:[/] of the evaluated detections, {' and '.join(parts)}; "
         "scored as they are, as the official evaluator does",

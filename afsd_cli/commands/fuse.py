@@ -1,4 +1,5 @@
-"""`afsd fuse`: RGB + flow two-stream detections, fused as the paper does."""
+"""`afsd fuse`: RGB + flow two-stream detections, fused as the official
+``thumos14/test.py --fusion`` and ``anet/test_fusion.py`` do."""
 
 from __future__ import annotations
 
@@ -36,12 +37,15 @@ def register(app: typer.Typer) -> None:
     @app.command("fuse")
     @handle_errors
     def fuse(
-        config: Path = typer.Argument(..., help="Official-format YAML config (the RGB one, e.g. configs/thumos14.yaml)."),
+        config: Path = typer.Argument(..., help="YAML config (the RGB one, e.g. configs/thumos14.yaml) or the RGB "
+                                                "training run folder."),
         overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides."),
         rgb_checkpoint: Optional[Path] = typer.Option(None, "--rgb-checkpoint",
-                                                      help="RGB weights or training run folder; default testing.rgb_checkpoint_path."),
+                                                      help="RGB weights or training run folder; default: "
+                                                           "CONFIG's run folder, else testing.rgb_checkpoint_path."),
         flow_checkpoint: Optional[Path] = typer.Option(None, "--flow-checkpoint",
-                                                       help="Flow weights or training run folder; default testing.flow_checkpoint_path."),
+                                                       help="Flow weights or training run folder; default "
+                                                            "testing.flow_checkpoint_path."),
         rgb_data: Optional[Path] = typer.Option(None, "--rgb-data",
                                                 help="Folder of RGB arrays; default testing.rgb_data_path."),
         flow_data: Optional[Path] = typer.Option(None, "--flow-data",
@@ -74,18 +78,19 @@ def register(app: typer.Typer) -> None:
         from afsd_cli.engine.inference import plan_prediction
         from afsd_cli.errors import ConfigError
         from afsd_cli.io import ensure_writable
-        from afsd_cli.runs import output_destination, resolve_checkpoint
+        from afsd_cli.runs import output_destination, resolve_checkpoint, resolve_run
 
+        config_path, run_rgb_checkpoint = resolve_run(config, rgb_checkpoint)
         overrides = list(overrides or []) + ([f"testing.flow_method={flow_method}"] if flow_method else [])
-        cfg = load_config(config, overrides)
+        cfg = load_config(config_path, overrides)
         testing = cfg.testing
-        rgb_ckpt = rgb_checkpoint or testing.rgb_checkpoint_path
-        flow_ckpt = flow_checkpoint or testing.flow_checkpoint_path
+        rgb_ckpt = run_rgb_checkpoint or testing.rgb_checkpoint_path
+        flow_ckpt = resolve_checkpoint(flow_checkpoint) or testing.flow_checkpoint_path
         if not rgb_ckpt or not flow_ckpt:
             which = "--rgb-checkpoint" if not rgb_ckpt else "--flow-checkpoint"
             raise ConfigError(f"fusion needs both checkpoints: pass {which} (or set testing.rgb_checkpoint_path "
                               "and testing.flow_checkpoint_path)")
-        rgb_ckpt, flow_ckpt = resolve_checkpoint(rgb_ckpt), resolve_checkpoint(flow_ckpt)  # run folders too
+        rgb_ckpt, flow_ckpt = resolve_checkpoint(rgb_ckpt), resolve_checkpoint(flow_ckpt)  # config values too
         # the RGB arrays default to the config's own data folder when it is an RGB config
         rgb_default = testing.rgb_data_path or (cfg.dataset.testing.video_data_path if cfg.model.in_channels == 3 else None)
         dirs = [] if video else [rgb_data or rgb_default, flow_data or testing.flow_data_path]

@@ -155,7 +155,8 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
         counted = "" if len(results) + len(failures) == len(plan.jobs) else " (stopped at the first)"
         raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed{counted}; nothing was written")
 
-    write_json(output, results_document(results, plan.version), indent=None)
+    profile = plan.profile.to_dict() if getattr(plan, "profile", None) is not None else None
+    write_json(output, results_document(results, plan.version, profile), indent=None)
     if written is not None:
         written()
 
@@ -205,17 +206,20 @@ def register(app: typer.Typer) -> None:
     @app.command("predict")
     @handle_errors
     def predict(
-        config: Path = typer.Argument(..., help="Official-format YAML config (e.g. configs/thumos14.yaml)."),
+        config: Path = typer.Argument(..., help="YAML config (e.g. configs/thumos14.yaml) or a training run folder "
+                                                "(its config.yaml and best, else last, checkpoint)."),
         overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides, e.g. testing.top_k=200."),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
                                                   help="Weights (.ckpt, official or ours) or a training run folder "
-                                                       "(its best, else last checkpoint); default testing.checkpoint_path."),
+                                                       "(its best, else last checkpoint); default: CONFIG's run "
+                                                       "folder's, else testing.checkpoint_path."),
         output: OutputOption = None,
         name: NameOption = None,
         exist_ok: ExistOkOption = False,
         runs_dir: Optional[Path] = runs_dir_option("predict"),
         video: Optional[List[Path]] = typer.Option(None, "--video",
-                                                   help="Video file(s) to decode and run directly (repeatable)."),
+                                                   help="Video file(s) or folder(s) of videos to decode and run "
+                                                        "directly (repeatable)."),
         flow_method: FlowMethodOption = None,
         classifier: ClassifierOption = None,
         batch_size: BatchSizeOption = None,
@@ -230,22 +234,26 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Detect actions with one model (RGB or flow) and write an ActivityNet-style JSON.
 
-        Reads the test videos of dataset.testing.video_info_path and their arrays from
-        dataset.testing.video_data_path, or decodes the files given with --video (exactly the
-        preprocessing of `afsd prepare`; flow models compute optical flow on the fly).
+        CONFIG may be a training run folder: its config.yaml and its best (else last) checkpoint.
+
+        Reads the held-out videos of the dataset (dataset.testing.video_info_path) and their arrays
+        from dataset.testing.video_data_path, or decodes the files given with --video exactly as
+        `afsd prepare` did for this dataset (fps, frame size); flow models compute optical flow on
+        the fly. The output records the dataset profile, which `afsd evaluate` reads.
         Outputs go to a new run folder runs/predict/exp, exp2, ... (or exactly to --output).
         """
         from afsd_cli.config import load_config
         from afsd_cli.engine.inference import plan_prediction
         from afsd_cli.io import ensure_writable
-        from afsd_cli.runs import output_destination, resolve_checkpoint
+        from afsd_cli.runs import output_destination, resolve_checkpoint, resolve_run
 
+        config_path, run_checkpoint = resolve_run(config, checkpoint)
         overrides = list(overrides or []) + ([f"testing.flow_method={flow_method}"] if flow_method else [])
-        cfg = load_config(config, overrides)
+        cfg = load_config(config_path, overrides)
         folder, out = output_destination("predict", output, runs_dir, name, exist_ok)
         check_outputs(out, plot, "predict", runs_dir, name, exist_ok)
-        weights = checkpoint or cfg.testing.checkpoint_path
-        weights = weights and resolve_checkpoint(weights)  # a training run folder: its best, else last
+        weights = run_checkpoint or cfg.testing.checkpoint_path
+        weights = weights and resolve_checkpoint(weights)  # testing.checkpoint_path may be a run folder too
         plan = plan_prediction(
             cfg, [weights], videos=video or [],
             classifier_path=classifier, batch_size=batch_size, device=device,

@@ -16,15 +16,22 @@ def register(app: typer.Typer) -> None:
     def prepare(
         video_dir: Optional[Path] = typer.Argument(None, help="Folder of video files (mp4, avi, mkv, webm, mov, ...)."),
         out_dir: Optional[Path] = typer.Argument(None, help="Where <video>.npy, the video-info file and manifest.json go."),
-        dataset: str = typer.Option("thumos14", "--dataset", help="thumos14: 10 fps; anet: at most 768 frames per video."),
+        dataset: Optional[str] = typer.Option(
+            None, "--dataset",
+            help="thumos14: 10 fps; anet: at most 768 frames per video; custom: your own dataset at --fps, "
+                 "writing OUT_DIR/dataset.yaml. Default: custom for an annotation JSON or a "
+                 "video,start,end,label CSV, else thumos14."),
         annotations: Optional[Path] = typer.Option(
             None, "--annotations",
-            help="THUMOS14 annotation CSV (only its videos, sorted) or ActivityNet GT JSON (only its videos; "
-                 "fills the info JSON's annotations)."),
+            help="Your dataset's annotation JSON ({\"database\": {video: {subset, annotations}}}) or "
+                 "video,start,end,label[,subset] CSV; the THUMOS14 annotation CSV (only its videos, sorted); "
+                 "or, with --dataset anet, the ActivityNet GT JSON."),
         info: Optional[Path] = typer.Option(
             None, "--info", help="Video-info file to write (default: OUT_DIR/video_info.csv for thumos14, .json for anet)."),
         class_names: Optional[Path] = typer.Option(
-            None, "--class-names", help="ActivityNet action_name.txt: label ids = line numbers (default: ids of the sorted GT labels)."),
+            None, "--class-names",
+            help="custom: your class list (one name per line, or '<id> <name>' lines; default: the sorted labels). "
+                 "ActivityNet: action_name.txt, label ids = line numbers (default: ids of the sorted GT labels)."),
         jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Parallel workers (0 = every core)."),
         backend: str = typer.Option("loky", "--backend", help="joblib backend: loky (local processes), threading, dask, ray."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose .npy already exists."),
@@ -34,6 +41,7 @@ def register(app: typer.Typer) -> None:
             help="Accept a decoded frame count that differs from the container's (upstream fails)."),
         max_frames: int = typer.Option(768, "--max-frames", min=1, help="anet: frames per video after resampling."),
         size: int = typer.Option(112, "--size", min=1, help="Side of the stored square frames (official 112; smaller for CPU presets)."),
+        fps: float = typer.Option(10.0, "--fps", min=0.1, max=1000.0, help="custom: frames kept per second (official THUMOS14: 10)."),
         synthetic: Optional[Path] = typer.Option(
             None, "--synthetic", help="Instead of converting videos, render the bundled synthetic dataset into this folder."),
         videos: int = typer.Option(40, "--videos", min=2, help="--synthetic: number of videos."),
@@ -43,6 +51,8 @@ def register(app: typer.Typer) -> None:
         """Decode videos into uint8 [T, 112, 112, 3] RGB .npy files, the official AFSD input.
 
         THUMOS14: frames kept by the official 10 fps accumulator, PIL bicubic 112x112, and OUT_DIR/video_info.csv (video,fps,sample_fps,count,sample_count). ActivityNet: each video resampled to at most 768 frames, and OUT_DIR/video_info.json.
+
+        Your own dataset (--annotations anno.json): the annotated videos at --fps and --size, OUT_DIR/video_info.csv, classes.txt and dataset.yaml, a complete config for `afsd train OUT_DIR/dataset.yaml`.
 
         Finished videos are skipped on a re-run; failures are listed at the end and make the exit code 1.
         """
@@ -55,6 +65,15 @@ def register(app: typer.Typer) -> None:
         from afsd_cli.commands._batch_ui import batch_progress, print_summary
         from afsd_cli.data.pipeline import prepare_videos
 
+        if dataset is None:
+            from afsd_cli.data.custom_dataset import annotation_file_kind
+
+            dataset = annotation_file_kind(annotations) if annotations is not None else "thumos14"
+        if dataset == "custom":
+            _prepare_custom(video_dir, out_dir, annotations, size, fps, class_names,
+                            dict(jobs=jobs, backend=backend, overwrite=overwrite, resize=resize,
+                                 strict_count=not lenient_count))
+            return
         with batch_progress("prepare", "frames") as ui:
             report = prepare_videos(
                 video_dir, out_dir, dataset=dataset, annotations=annotations, info_path=info,
@@ -64,6 +83,33 @@ def register(app: typer.Typer) -> None:
         print_summary(report, "prepare")
         if not report.ok:
             raise typer.Exit(1)
+
+
+def _prepare_custom(video_dir: Path, out_dir: Path, annotations: Optional[Path], size: int, fps: float,
+                    class_names: Optional[Path], batch_options: dict) -> None:
+    from rich.markup import escape
+
+    from afsd_cli.commands._batch_ui import batch_progress, print_summary
+    from afsd_cli.commands._common import err_console
+    from afsd_cli.data.custom_dataset import prepare_custom_dataset
+
+    if annotations is None:
+        raise fail("--dataset custom needs --annotations (the annotation JSON or video,start,end,label CSV)")
+    with batch_progress("prepare", "frames") as ui:
+        prepared = prepare_custom_dataset(video_dir, out_dir, annotations, size=size, fps=fps,
+                                          class_names_path=class_names, on_start=ui.on_start,
+                                          on_result=ui.on_result, **batch_options)
+    prepared.report.notes = []  # printed below with the dataset's own notes
+    print_summary(prepared.report, "prepare")
+    for note in prepared.notes:
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    console.print(f"dataset: {len(prepared.class_names)} classes ({', '.join(prepared.class_names)}), "
+                  f"training subset {prepared.train_subset!r}, test subset {prepared.test_subset!r}",
+                  highlight=False, markup=False, soft_wrap=True)
+    console.print(f"config written to {prepared.config_path}; next: afsd train {prepared.config_path} --name NAME",
+                  highlight=False, markup=False, soft_wrap=True)
+    if not prepared.report.ok:
+        raise typer.Exit(1)
 
 
 def _render_synthetic(out_dir: Path, videos: int, classes: int, seed: int) -> None:

@@ -63,11 +63,13 @@ def register(app: typer.Typer) -> None:
         if batch_size is not None:
             overrides.append(f"training.batch_size={batch_size}")
         cfg = load_config(config_path, overrides)
+        from afsd_cli.data.datasets import check_training_inputs
         from afsd_cli.io import ensure_writable
         from afsd_cli.runs import default_runs_dir
 
         # a read-only or full disk fails now, not after the model and the data are loaded
         ensure_writable(resume if resume is not None else (runs_dir or default_runs_dir("train")), kind="folder")
+        check_training_inputs(cfg)  # seconds, before any run folder or model exists
         _run(cfg, run_dir, resume is not None, device, amp, jobs, max_steps)
 
 

@@ -1,4 +1,4 @@
-"""Training datasets over memory-mapped frame arrays (spec §2.3-§2.5).
+"""Training datasets over memory-mapped frame arrays (official ``THUMOS_Dataset``, ``ANET_Dataset``).
 
 Each video's ``<name>.npy`` (``uint8 [T, H, W, C]``) is opened memory-mapped (``afsd_cli.data.npy``)
 the first time a worker needs it, and only the cropped window is copied out: memory stays flat
@@ -26,7 +26,7 @@ from afsd_cli.errors import InputError
 
 
 class ConsistencySample(NamedTuple):
-    """The boundary-consistency sample of §2.5 as an index map: the new clip is
+    """The boundary-consistency sample of the official ``augment_`` as an index map: the new clip is
     ``clip[:, source_index]``; ``proposals`` ``[[s, e]] x 3`` in window frames = (first part of
     the split action, second part, inserted background)."""
 
@@ -53,7 +53,7 @@ def consistency_sample(
     rng: random.Random,
     inclusive_length: bool = False,
 ) -> ConsistencySample | None:
-    """Build the boundary-consistency sample (§2.5), or ``None`` when the window has none.
+    """Build the boundary-consistency sample (official ``augment_``), or ``None`` when the window has none.
 
     An action longer than ``2·th`` (``inclusive_length``: at least, ActivityNet) is cut at a
     random point and a ``th``-frame background snippet from elsewhere in the window is inserted
@@ -205,7 +205,7 @@ class WindowDataset:
         frames = np.asarray(array[window.offset:stop, top:top + crop, left:left + crop, :])
         clip = np.full((self.in_channels, self.clip_length, crop, crop), self.pad_value, dtype=np.float32)
         clip[:, :frames.shape[0]] = frames.transpose(3, 0, 1, 2)
-        if flip:  # the x-flow channel is not negated (spec Q5)
+        if flip:  # the x-flow channel is not negated (as THUMOS_Dataset.__getitem__)
             clip = clip[..., ::-1]
         return np.ascontiguousarray(clip)
 
@@ -226,35 +226,19 @@ class WindowDataset:
 
 
 def build_training_dataset(cfg, seed: int | None = None, consistency: bool | None = None) -> WindowDataset:
-    """The training dataset a config describes (THUMOS14 sliding windows or ActivityNet clips)."""
-    from afsd_cli.data.annotations import read_anet_video_info, read_thumos_annotations, read_video_info_csv
-    from afsd_cli.data.windows import anet_training_windows, thumos_training_windows
+    """The training dataset a config describes: sliding windows (THUMOS14, custom) or one clip per
+    video (ActivityNet), as its dataset profile says."""
     from afsd_cli.errors import ConfigError
+    from afsd_cli.profile import resolve_profile
 
+    profile = resolve_profile(cfg)
     split = cfg.dataset.training
-    dataset = str(cfg.dataset.name)
     clip_length, crop = int(split.clip_length), int(split.crop_size)
-    if not split.video_info_path:
-        raise ConfigError("dataset.training.video_info_path is not set")
-    if dataset == "anet":
-        infos, annotations = read_anet_video_info(split.video_info_path, "training", binary=True)
-        windows, _ = anet_training_windows(infos, annotations, clip_length)
-        data_dir = split.video_data_path or split.video_mp4_path
-        extra = dict(pad_value=127.5, action_mask=True, inclusive_split=True)
-    else:
-        if not split.video_anno_path:
-            raise ConfigError("dataset.training.video_anno_path is not set")
-        infos = read_video_info_csv(split.video_info_path)
-        class_index = None
-        class_index_path = getattr(cfg.dataset, "class_index_path", None)
-        if class_index_path:
-            from afsd_cli.data.annotations import read_class_index
-
-            class_index = read_class_index(class_index_path)
-        annotations = read_thumos_annotations(split.video_anno_path, infos, class_index)
-        windows, _ = thumos_training_windows(infos, annotations, clip_length, int(split.clip_stride))
-        data_dir = split.video_data_path
-        extra = dict(pad_value=0.0)
+    infos, annotations = training_annotations(cfg, profile)
+    windows = training_windows(profile, infos, annotations)
+    data_dir = split.video_data_path or (split.video_mp4_path if profile.rules.arrays_in_mp4_path else None)
+    rules = profile.rules
+    extra = dict(pad_value=rules.pad_value, action_mask=rules.action_mask, inclusive_split=rules.inclusive_split)
     if not data_dir:
         raise ConfigError("dataset.training.video_data_path is not set")
     if not windows:
@@ -267,3 +251,103 @@ def build_training_dataset(cfg, seed: int | None = None, consistency: bool | Non
         consistency=consistency,
         seed=int(cfg.training.random_seed if seed is None else seed), **extra,
     )
+
+
+def training_annotations(cfg, profile) -> tuple[dict, dict]:
+    """``(video infos, annotations in stored frames)`` of the training subset, read in the
+    profile's annotation format (THUMOS14 CSVs, ActivityNet info JSON, or the custom JSON)."""
+    from afsd_cli.data import annotations as readers
+    from afsd_cli.errors import ConfigError
+
+    split = cfg.dataset.training
+    if not split.video_info_path:
+        raise ConfigError("dataset.training.video_info_path is not set")
+    if profile.annotation_format == "anet_info_json":
+        return readers.read_anet_video_info(split.video_info_path, profile.train_subset, binary=True)
+    if not split.video_anno_path:
+        raise ConfigError("dataset.training.video_anno_path is not set")
+    infos = readers.read_video_info_csv(split.video_info_path)
+    if profile.annotation_format == "json":
+        return readers.json_training_annotations(readers.read_json_annotations(split.video_anno_path), infos,
+                                                 profile.class_names, profile.train_subset)
+    class_index_path = getattr(cfg.dataset, "class_index_path", None)
+    class_index = readers.read_class_index(class_index_path) if class_index_path else None
+    return infos, readers.read_thumos_annotations(split.video_anno_path, infos, class_index)
+
+
+def training_windows(profile, infos: dict, annotations: dict) -> list:
+    """Training windows: one clip per video (single-window profiles) or sliding windows."""
+    from afsd_cli.data.windows import anet_training_windows, thumos_training_windows
+
+    if profile.single_window:
+        return anet_training_windows(infos, annotations, profile.train_clip_length)[0]
+    return thumos_training_windows(infos, annotations, profile.train_clip_length, profile.train_clip_stride)[0]
+
+
+def check_training_inputs(cfg) -> Any:
+    """Everything ``afsd train`` can check in seconds, before any run folder or model exists.
+
+    The class count against the class list (the message says which number to set), the crop
+    against the frame size, clip lengths and strides, and that every annotated video of the
+    training subset has a readable array of the right size. Returns the dataset profile; raises
+    ConfigError / InputError naming every missing or malformed array (at most ten).
+    """
+    from afsd_cli.errors import ConfigError
+    from afsd_cli.profile import resolve_profile
+
+    profile = resolve_profile(cfg)
+    check_profile_numbers(profile, explicit_frame_size=bool(getattr(cfg.dataset, "frame_size", None)))
+    split = cfg.dataset.training
+    infos, annotations = training_annotations(cfg, profile)
+    data_dir = split.video_data_path or (split.video_mp4_path if profile.rules.arrays_in_mp4_path else None)
+    if not data_dir:
+        raise ConfigError("dataset.training.video_data_path is not set")
+    if not Path(data_dir).is_dir():
+        raise InputError("array folder not found (dataset.training.video_data_path)", data_dir)
+    channels = int(getattr(cfg.model, "in_channels", 3))
+    size = profile.frame_size if getattr(cfg.dataset, "frame_size", None) else None
+    problems = []
+    for name in annotations:
+        problem = _array_problem(Path(data_dir) / f"{name}.npy", channels, profile.crop_size, size)
+        if problem:
+            problems.append(problem)
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise InputError(f"{len(problems)} training array(s) missing or malformed: {shown}", data_dir)
+    return profile
+
+
+def check_profile_numbers(profile, explicit_frame_size: bool = True) -> None:
+    """Crop within the frame size, clip lengths positive multiples of 8, strides in 1..clip length."""
+    from afsd_cli.errors import ConfigError
+
+    for split in ("train", "test"):
+        length = getattr(profile, f"{split}_clip_length")
+        stride = getattr(profile, f"{split}_clip_stride")
+        key = "training" if split == "train" else "testing"
+        if length <= 0 or length % 8:
+            raise ConfigError(f"dataset.{key}.clip_length must be a positive multiple of 8, got {length}")
+        if not profile.single_window and not 1 <= stride <= length:
+            raise ConfigError(f"dataset.{key}.clip_stride must lie in 1..clip_length ({length}), got {stride}")
+    for key, crop in (("training", profile.crop_size), ("testing", profile.test_crop_size)):
+        if crop <= 0:
+            raise ConfigError(f"dataset.{key}.crop_size must be positive, got {crop}")
+        if explicit_frame_size and crop > profile.frame_size:
+            raise ConfigError(f"dataset.{key}.crop_size {crop} is larger than the {profile.frame_size} px frames "
+                              f"(dataset.frame_size); lower the crop or prepare larger frames")
+
+
+def _array_problem(path: Path, channels: int, crop: int, size: int | None) -> str | None:
+    if not path.is_file():
+        return f"{path.name} not found"
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - numpy raises many types for corrupt files
+        return f"{path.name} unreadable ({type(exc).__name__})"
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != channels or array.shape[0] == 0:
+        return f"{path.name} is {array.dtype} {list(array.shape)}, expected uint8 [T, H, W, {channels}]"
+    if min(array.shape[1:3]) < crop:
+        return f"{path.name} has {array.shape[1]}x{array.shape[2]} px frames, smaller than the {crop} px crop"
+    if size is not None and tuple(array.shape[1:3]) != (size, size):
+        return f"{path.name} has {array.shape[1]}x{array.shape[2]} px frames, the config says {size} (dataset.frame_size)"
+    return None

@@ -21,7 +21,6 @@ from afsd_cli.data.npy import open_npy
 from afsd_cli.data.video import (
     ANET_MAX_FRAMES,
     FRAME_SIZE,
-    MODES,
     RESIZE_METHODS,
     THUMOS_SAMPLE_FPS,
     VIDEO_EXTENSIONS,
@@ -98,10 +97,10 @@ def _make_output_dir(out_dir: Path) -> None:
 
 def prepare_one(source: str, target: str, mode: str, resize: str, strict_count: bool,
                 max_frames: int = ANET_MAX_FRAMES, decode_threads: int | None = None,
-                size: int = FRAME_SIZE) -> dict:
+                size: int = FRAME_SIZE, sample_fps: float = THUMOS_SAMPLE_FPS) -> dict:
     """Decode one video and write its frame array; returns what the manifest/info files need."""
     video = read_video(source, mode, resize=resize, strict_count=strict_count, max_frames=max_frames,
-                       decode_threads=decode_threads, size=size)
+                       decode_threads=decode_threads, size=size, sample_fps=sample_fps)
     write_npy(target, video.frames)
     return {
         "work_frames": video.count,
@@ -116,15 +115,19 @@ def prepare_one(source: str, target: str, mode: str, resize: str, strict_count: 
     }
 
 
-def _plan_sources(video_dir: Path, dataset: str, annotations: Path | None, gt: dict | None):
+def _plan_sources(video_dir: Path, rules: Any, annotations: Path | None, gt: dict | None,
+                  video_names: list[str] | None = None):
     """(name, source or None, reason-if-none) per video to produce, plus notes for the user."""
     notes: list[str] = []
     plan: list[tuple[str, Path | None, str | None]] = []
-    if annotations is not None and dataset == "thumos14":
+    if video_names is not None or (annotations is not None and rules.annotation_format == "thumos_csv"):
         # As upstream: exactly the annotated videos, sorted; a listed video without a file fails.
-        for name in read_annotated_thumos_videos(annotations):
-            source = find_video(video_dir, name)
-            plan.append((name, source, None if source else f"listed in {annotations.name} but no video file found"))
+        names = video_names if video_names is not None else read_annotated_thumos_videos(annotations)
+        below = _videos_below(video_dir) if video_names is not None else {}
+        for name in names:
+            source = find_video(video_dir, name) or below.get(name)
+            listed = f"listed in {annotations.name}" if annotations is not None else "annotated"
+            plan.append((name, source, None if source else f"{listed} but no video file found in {video_dir}"))
         return plan, notes
     files = list_videos(video_dir)
     if gt is not None:
@@ -147,18 +150,32 @@ def _plan_sources(video_dir: Path, dataset: str, annotations: Path | None, gt: d
     return plan, notes
 
 
+def _videos_below(video_dir: Path) -> dict[str, Path]:
+    """Video files anywhere below ``video_dir`` by stem (split folders such as train/ and test/);
+    the first in sorted path order wins."""
+    wanted = {e.lower() for e in VIDEO_EXTENSIONS}
+    found: dict[str, Path] = {}
+    for path in sorted(video_dir.rglob("*")):
+        if path.suffix.lower() in wanted and not path.name.startswith(".") and path.is_file():
+            found.setdefault(path.stem, path)
+    return found
+
+
 def _thumos_info_for(name: str, record: dict) -> ThumosVideoInfo:
-    return ThumosVideoInfo(name, record["fps"], THUMOS_SAMPLE_FPS, float(record["count"]), int(record["sample_count"]))
+    return ThumosVideoInfo(name, record["fps"], float(record.get("sample_fps") or THUMOS_SAMPLE_FPS),
+                           float(record["count"]), int(record["sample_count"]))
 
 
-def _skipped_record(name: str, source: Path, target: Path, mode: str, previous: dict | None, max_frames: int) -> dict:
-    """The record of an output kept from an earlier run (manifest first, else probe + npy header)."""
+def _skipped_record(name: str, source: Path, target: Path, fixed_fps: float | None, previous: dict | None,
+                    max_frames: int) -> dict:
+    """The record of an output kept from an earlier run (manifest first, else probe + npy header);
+    ``fixed_fps`` None: the ≤ ``max_frames`` rule."""
     if previous and previous.get("status") == DONE and "sample_count" in previous:
         return dict(previous)
     shape = list(open_npy(target).shape)
     probe = probe_video(source)
     count = probe.container_count
-    sample_fps = THUMOS_SAMPLE_FPS if mode == "thumos14" else anet_target_fps(probe.fps, max(count, 1), max_frames)
+    sample_fps = fixed_fps if fixed_fps is not None else anet_target_fps(probe.fps, max(count, 1), max_frames)
     return {
         "status": DONE,
         "source": str(source),
@@ -188,36 +205,46 @@ def prepare_videos(
     strict_count: bool = True,
     max_frames: int = ANET_MAX_FRAMES,
     size: int = FRAME_SIZE,
+    sample_fps: float = THUMOS_SAMPLE_FPS,
+    video_names: list[str] | None = None,
     on_start: Callable[[int], Any] | None = None,
     on_result: Callable[[TaskResult], Any] | None = None,
 ) -> BatchReport:
     """Convert every video of ``video_dir`` into ``out_dir/<name>.npy`` and write the info file.
 
-    ``dataset`` picks the sampling (``thumos14``: 10 fps accumulator; ``anet``: ≤768 frames) and
-    the info file (``video_info.csv`` / ``video_info.json`` in ``out_dir`` unless ``info_path``).
+    ``dataset`` (a kind of ``afsd_cli/profile.py``) picks the sampling (``thumos14``, ``custom``:
+    fixed-fps accumulator; ``anet``: ≤768 frames) and the info file (``video_info.csv`` /
+    ``video_info.json`` in ``out_dir`` unless ``info_path``).
     ``annotations``: THUMOS14 annotation CSV (only its videos, sorted) or ActivityNet GT JSON
-    (only its videos; fills the annotations of the info JSON).
+    (only its videos; fills the annotations of the info JSON). ``video_names``: exactly these
+    videos (files matched by stem, any container), e.g. those of a custom annotation JSON.
+    ``sample_fps``: the fixed rate of the ``thumos14`` sampling (official 10).
     """
-    if dataset not in MODES:
-        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(MODES)}")
+    from afsd_cli.profile import kind_rules
+
+    rules = kind_rules(dataset)
+    fixed_rate = rules.sampling == "fps"
+    anet_info = rules.annotation_format == "anet_info_json"
     if resize not in RESIZE_METHODS:
         raise ConfigError(f"unknown resize method {resize!r}; choose one of {', '.join(RESIZE_METHODS)}")
     if max_frames < 1:
         raise ConfigError(f"max_frames must be at least 1, got {max_frames}")
     if size < 1:
         raise ConfigError(f"size must be at least 1, got {size}")
+    if not sample_fps > 0:
+        raise ConfigError(f"sample fps must be positive, got {sample_fps}")
     check_backend(backend)
     video_dir, out_dir = Path(video_dir), Path(out_dir)
     annotations = Path(annotations) if annotations is not None else None
     if not video_dir.is_dir():
         raise InputError("video folder not found", video_dir)
-    gt = read_anet_ground_truth(annotations) if annotations is not None and dataset == "anet" else None
+    gt = read_anet_ground_truth(annotations) if annotations is not None and anet_info else None
     class_ids = {}
-    if dataset == "anet":
+    if anet_info:
         names = read_class_names(class_names_path) if class_names_path else None
         class_ids = anet_class_ids(gt or {}, names)
-    info_path = Path(info_path) if info_path else out_dir / ("video_info.csv" if dataset == "thumos14" else "video_info.json")
-    plan, notes = _plan_sources(video_dir, dataset, annotations, gt)
+    info_path = Path(info_path) if info_path else out_dir / ("video_info.json" if anet_info else "video_info.csv")
+    plan, notes = _plan_sources(video_dir, rules, annotations, gt, video_names)
     if not plan:
         listed = f"listed in {annotations.name} " if annotations is not None else ""
         raise InputError(f"no video file {listed}found (extensions: {', '.join(VIDEO_EXTENSIONS)})", video_dir)
@@ -229,10 +256,11 @@ def prepare_videos(
         "prepare",
         {"dataset": dataset, "video_dir": str(video_dir), "annotations": str(annotations) if annotations else None,
          "resize": resize, "size": size, "strict_count": strict_count,
-         "max_frames": max_frames if dataset == "anet" else None},
+         "max_frames": None if fixed_rate else max_frames,
+         "sample_fps": sample_fps if fixed_rate else None},
     )
     if not overwrite:
-        notes += manifest.changed_settings(("dataset", "resize", "max_frames", "size"))
+        notes += manifest.changed_settings(("dataset", "resize", "max_frames", "size", "sample_fps"))
     if on_start is not None:
         on_start(len(plan))
 
@@ -266,15 +294,16 @@ def prepare_videos(
         target = out_dir / f"{name}.npy"
         if not overwrite and npy_is_complete(target, 3):
             try:
-                record = _skipped_record(name, source, target, dataset, manifest.get(name), max_frames)
+                record = _skipped_record(name, source, target, sample_fps if fixed_rate else None,
+                                         manifest.get(name), max_frames)
             except Exception:  # noqa: BLE001 - cannot describe the old output: redo it
                 record = None
             if record is not None:
                 manifest.record(name, record)
                 finish(TaskResult(name, SKIPPED, info=record))
                 continue
-        tasks.append(Task(name, prepare_one, (str(source), str(target), dataset, resize, strict_count, max_frames,
-                                                    decode_threads, size)))
+        tasks.append(Task(name, prepare_one, (str(source), str(target), rules.video_mode, resize, strict_count, max_frames,
+                                                    decode_threads, size, sample_fps)))
 
     try:
         run_batch(tasks, jobs=jobs, backend=backend, on_result=finish)
@@ -285,10 +314,10 @@ def prepare_videos(
     produced = {r.name: manifest.get(r.name) for r in ordered if r.status in (DONE, SKIPPED)}
     info_path.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(info_path.parent):  # a concurrent run into this folder merges its rows too
-        if dataset == "thumos14":
-            _write_thumos_info(info_path, produced)
-        else:
+        if anet_info:
             _write_anet_info(info_path, produced, gt, class_ids)
+        else:
+            _write_thumos_info(info_path, produced)
     return BatchReport(ordered, out_dir, manifest.path, info_path, notes)
 
 

@@ -294,14 +294,6 @@ def render_video(spec: VideoSpec, classes: tuple[ActionClass, ...] = ACTION_CLAS
     return frames
 
 
-def object_visible(spec: VideoSpec) -> np.ndarray:
-    """Boolean [T]: is an action object drawn on native frame f (by construction)."""
-    visible = np.zeros(spec.num_frames, dtype=bool)
-    for inst in spec.instances:
-        visible[inst.start_frame : inst.end_frame] = True
-    return visible
-
-
 # --------------------------------------------------------------------------------------------
 # writing
 

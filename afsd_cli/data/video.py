@@ -148,8 +148,8 @@ def make_resizer(method: str = "pil-bicubic", size: int = FRAME_SIZE) -> Callabl
     small result equals resizing the RGB frame (and converts far fewer pixels).
     """
     if method == "pil-bicubic":
-        # Pillow's exact integers, from the native kernel when it builds (see data/resample.py).
-        from afsd_cli.data.resample import BicubicResizer
+        # Pillow's exact integers, from the native kernel when it builds (see ops/bicubic_resize.py).
+        from afsd_cli.ops.bicubic_resize import BicubicResizer
 
         return BicubicResizer(size, size, reverse_channels=True)
     if method in ("cv2-area", "cv2-cubic"):

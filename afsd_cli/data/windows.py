@@ -1,7 +1,8 @@
-"""Temporal windows (AFSD spec §2.2, §2.4, §5.1): which clips are cut from a video, and the
+"""Temporal windows (official ``split_videos`` in ``AFSD/common/{thumos,anet}_dataset.py``, the window
+loop of ``AFSD/thumos14/test.py``): which clips are cut from a video, and the
 window-relative annotations, boundary masks and consistency threshold that go with them.
 
-Plain Python/NumPy, no torch. Arithmetic follows the spec literally (Python floats, ``round``
+Plain Python/NumPy, no torch. Arithmetic follows the official code literally (Python floats, ``round``
 half-to-even) because the window list and masks must match the official ones exactly.
 """
 
@@ -21,7 +22,7 @@ class TrainingWindow:
     """One training clip: ``frames [offset, offset + clip_length)`` of ``video``.
 
     ``annotations`` are window-relative sampled frames (THUMOS: clipped to ``[1, L]``;
-    ActivityNet: unclipped); ``consistency_threshold`` is the per-video ``th`` of §2.5 as the
+    ActivityNet: unclipped); ``consistency_threshold`` is the per-video ``th`` of ``augment_`` as the
     consistency sample uses it.
     """
 
@@ -33,7 +34,7 @@ class TrainingWindow:
 
 
 def train_window_offsets(num_frames: int, clip_length: int, stride: int) -> list[int]:
-    """Training offsets (§2.2): ``[0]`` when ``n <= L``, else every ``stride`` plus the tail."""
+    """Training offsets (``split_videos``): ``[0]`` when ``n <= L``, else every ``stride`` plus the tail."""
     if num_frames <= clip_length:
         return [0]
     offsets = list(range(0, num_frames - clip_length + 1, stride))
@@ -43,7 +44,7 @@ def train_window_offsets(num_frames: int, clip_length: int, stride: int) -> list
 
 
 def test_window_offsets(num_frames: int, clip_length: int, stride: int) -> list[int]:
-    """Inference offsets (§5.1): ``[0]`` when ``n < L`` (strict, unlike training), else every
+    """Inference offsets (``thumos14/test.py``): ``[0]`` when ``n < L`` (strict, unlike training), else every
     ``stride`` plus the tail window ``n - L``."""
     if num_frames < clip_length:
         return [0]
@@ -59,7 +60,7 @@ test_window_offsets.__test__ = False  # not a pytest test despite the name
 def boundary_masks(
     annotations: Iterable[Sequence[float]], clip_length: int, with_action: bool = False
 ) -> np.ndarray:
-    """Start/end masks (§2.2, §2.4) as float32 ``[2, L]`` (or ``[3, L]`` = action, start, end).
+    """Start/end masks (``split_videos``) as float32 ``[2, L]`` (or ``[3, L]`` = action, start, end).
 
     Each annotation marks ``d = max((e - s) / 10, 2)`` frames around its start and its end;
     the value written is the annotation's label when ``with_action`` (ActivityNet; the label is
@@ -92,7 +93,7 @@ def thumos_training_windows(
     clip_length: int = 256,
     stride: int = 30,
 ) -> tuple[list[TrainingWindow], dict[str, int]]:
-    """THUMOS14 sliding training windows (§2.2).
+    """THUMOS14 sliding training windows (``split_videos`` of ``thumos_dataset.py``).
 
     Videos in the order of ``video_annotations`` (first appearance in the CSV), offsets
     ascending. A window is kept iff one annotation lies fully inside ``[offset+1, offset+L]``;
@@ -134,7 +135,7 @@ def anet_training_windows(
     video_annotations: dict[str, list[Annotation]],
     clip_length: int = 768,
 ) -> tuple[list[TrainingWindow], dict[str, int]]:
-    """ActivityNet training clips (§2.4): one per annotated video at offset 0, annotations
+    """ActivityNet training clips (``anet_dataset.split_videos``): one per annotated video at offset 0, annotations
     unclipped. ``th`` per video = ``floor(min(L, shortest annotation))``; the window carries
     ``int(th / 4)``, the value the consistency sample uses."""
     windows: list[TrainingWindow] = []
@@ -152,6 +153,6 @@ def anet_training_windows(
 
 
 def normalised_targets(annotations: Sequence[Sequence[float]], clip_length: int) -> np.ndarray:
-    """Loss targets ``[N, 3]`` float32: ``(s / L, e / L, label)`` (§2.2)."""
+    """Loss targets ``[N, 3]`` float32: ``(s / L, e / L, label)`` (``annos_transform``)."""
     rows = [[s * 1.0 / clip_length, e * 1.0 / clip_length, label] for s, e, label in annotations]
     return np.asarray(rows, dtype=np.float64).reshape(-1, 3).astype(np.float32)

@@ -1,13 +1,13 @@
 """Windows → batched forward passes → raw outputs → detections, for one or two streams.
 
-The official procedure (spec §5.1, §5.4) runs one window at a time. Here the windows of all
+The official scripts (``thumos14/test.py``, ``anet/test.py``) run one window at a time. Here the windows of all
 videos flow through the network in batches of ``batch_size`` (windows of different videos may
 share a batch); each video is post-processed as soon as its last window is back. In fp32 the
 detections do not depend on the batch size (tested with 1 vs 3).
 
 Per window: the uint8 frames ``[T, H, W, C]`` are centre-cropped, sliced, normalised
-``x / 255 · 2 − 1`` and *then* zero-padded to ``clip_length`` (pad value 0.0, §7.1 Q3 — the
-ActivityNet script pads raw 127.5 before normalising, the same 0.0). Fusion (§5.2/§5.4) runs both
+``x / 255 · 2 − 1`` and *then* zero-padded to ``clip_length`` (pad value 0.0, as
+``thumos14/test.py``; ``anet/test.py`` pads raw 127.5 before normalising, the same 0.0). Fusion runs both
 networks on the same windows and combines their raw outputs before decoding.
 
 Entry points: :class:`Predictor` (models + settings) with :meth:`Predictor.run` over
@@ -40,12 +40,6 @@ from afsd_cli.errors import CheckpointError, ConfigError, InputError
 from afsd_cli.io import read_json
 from afsd_cli.names import check_video_name
 
-#: dataset → (how two streams are fused, output "version", one window per video at offset 0)
-DATASET_PROCEDURES: dict[str, tuple[str, str, bool]] = {
-    "thumos14": ("average", "THUMOS14", False),
-    "anet": ("geometric", "ActivityNet-v1.3", True),
-}
-
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -71,7 +65,7 @@ def load_array(path: str | Path, channels: int, crop_size: int) -> np.ndarray:
 
 
 def window_offsets(num_frames: int, clip_length: int, stride: int, single_window: bool) -> list[int]:
-    """Window starts of a video: ActivityNet one at 0; THUMOS14 strided plus the tail (§5.1)."""
+    """Window starts of a video: ActivityNet one at 0; THUMOS14 strided plus the tail (thumos14/test.py)."""
     if single_window:
         return [0]
     from afsd_cli.data.windows import test_window_offsets
@@ -141,7 +135,7 @@ class _Pending:
 
 @dataclass
 class Classifier:
-    """External video-level classification (ActivityNet, the CUHK file format, §1.5)."""
+    """External video-level classification (ActivityNet, the CUHK file ``anet/test.py`` reads)."""
 
     scores: dict[str, list[float]]
     classes: list[str]
@@ -491,13 +485,16 @@ def check_array_files(jobs: Sequence[VideoJob], data_dirs: Sequence[str | Path],
     return problems
 
 
-def video_file_jobs(paths: Sequence[str | Path], mode: str, stream_channels: Sequence[int],
+def video_file_jobs(paths: Sequence[str | Path], decode_options: dict[str, Any] | str, stream_channels: Sequence[int],
                     flow_method: str = "tvl1", flow_device: str = "cpu") -> list[VideoJob]:
     """Jobs over video files, decoded in memory with the exact preprocessing of ``afsd prepare``.
 
-    A flow stream (2 channels) gets its flow computed on the fly from the decoded frames with
-    the ``afsd flow`` code.
+    ``decode_options``: the ``read_video`` arguments of the dataset profile
+    (:meth:`afsd_cli.profile.DatasetProfile.decode_options`: sampling rule, fps, frame size), or
+    just a sampling mode name. A flow stream (2 channels) gets its flow computed on the fly from
+    the decoded frames with the ``afsd flow`` code.
     """
+    options = {"mode": decode_options} if isinstance(decode_options, str) else dict(decode_options)
     jobs = []
     for path in paths:
         path = Path(path)
@@ -512,7 +509,7 @@ def video_file_jobs(paths: Sequence[str | Path], mode: str, stream_channels: Seq
             def __call__(self) -> list[np.ndarray]:
                 from afsd_cli.data.video import read_video
 
-                video = read_video(self.path, mode)
+                video = read_video(self.path, **options)
                 self.info = (float(video.sample_fps), float(video.duration))
                 arrays = []
                 flow = None
@@ -566,6 +563,7 @@ class PredictionPlan:
     notices: list[str]
     problems: list[str]  # bad inputs found before running (missing/malformed arrays)
     channels: list[int]
+    profile: Any = None  # the DatasetProfile (its to_dict() goes into the output's metadata)
 
     def report_flow_progress(self, callback: Callable[[str, int, int], Any]) -> bool:
         """Have the on-the-fly flow of video files (flow models with ``--video``) call
@@ -580,17 +578,11 @@ class PredictionPlan:
 
 
 def class_names_from_config(cfg: Any) -> tuple[str, ...]:
-    """Model class names (id 1..C-1): ``dataset.class_index_path`` or the THUMOS14 classes."""
-    from afsd_cli.data.annotations import read_class_index, thumos14_class_index
+    """Model class names (id 1..C-1) of the config's dataset profile (checked against num_classes)."""
+    from afsd_cli.profile import resolve_profile
 
-    path = getattr(cfg.dataset, "class_index_path", None)
-    index = read_class_index(path) if path else thumos14_class_index()
-    expected = int(cfg.dataset.num_classes) - 1
-    if len(index.names) != expected:
-        where = path or "the built-in THUMOS14 class list"
-        raise ConfigError(f"dataset.num_classes is {expected + 1} (background + {expected}) but "
-                          f"{where} names {len(index.names)} classes; set dataset.class_index_path")
-    return index.names
+    names = resolve_profile(cfg).class_names
+    return tuple(names or ())
 
 
 def resolve_device(device: str) -> str:
@@ -623,9 +615,9 @@ def plan_prediction(
     ``videos``: decode these files instead of reading stored arrays.
     """
     from afsd_cli.engine.postprocess import settings_from_config
+    from afsd_cli.profile import resolve_profile
 
-    dataset = str(cfg.dataset.name)
-    fusion_mode, version, single_window = DATASET_PROCEDURES[dataset]
+    profile = resolve_profile(cfg)
     fusion = len(checkpoints) == 2
     testing = cfg.dataset.testing
     notices: list[str] = []
@@ -637,24 +629,19 @@ def plan_prediction(
     device = resolve_device(device)
 
     classifier = None
-    class_names: Sequence[str] | None
-    if dataset == "anet":
-        class_names = None
+    class_names: Sequence[str] | None = profile.class_names
+    if profile.class_names is None:  # class-agnostic proposals, labelled by a video-level classifier
         path = classifier_path or getattr(cfg.testing, "classifier_path", None)
         if path:
             classifier = read_classifier(path)
         else:
             notices.append("no video-level classifier (testing.classifier_path / --classifier): "
                            "writing class-agnostic proposals labelled 'action'")
-    else:
-        class_names = class_names_from_config(cfg)
 
     problems: list[str] = []
     if videos:
-        missing = [str(v) for v in videos if not Path(v).is_file()]
-        if missing:
-            raise InputError("video file not found: " + ", ".join(missing))
-        jobs = video_file_jobs(videos, dataset, channels,
+        videos = expand_video_paths(videos)
+        jobs = video_file_jobs(videos, profile.decode_options(), channels,
                                flow_method=str(getattr(cfg.testing, "flow_method", "tvl1") or "tvl1"),
                                flow_device=device)
         if classifier is not None:
@@ -662,21 +649,10 @@ def plan_prediction(
                 if classifier.top1(job.name) is None:
                     problems.append(f"{classifier.source}: no classification for video {job.name!r}")
     else:
-        info_path = testing.video_info_path
-        if not info_path:
-            raise ConfigError("dataset.testing.video_info_path is not set: it lists the test videos "
-                              "(or give video files with --video)")
-        if dataset == "anet":
-            from afsd_cli.data.annotations import read_anet_video_info
-
-            infos = list(read_anet_video_info(info_path, subset=testing.subset or "validation")[0].values())
-        else:
-            from afsd_cli.data.annotations import read_video_info_csv
-
-            infos = list(read_video_info_csv(info_path).values())
+        infos = held_out_video_infos(cfg, profile)
         if limit:
             infos = infos[:limit]
-        default_dir = testing.video_data_path or (testing.video_mp4_path if dataset == "anet" else None)
+        default_dir = testing.video_data_path or (testing.video_mp4_path if profile.rules.arrays_in_mp4_path else None)
         dirs = [d or default_dir for d in (list(data_dirs) or [None] * len(channels))]
         for d in dirs:
             if not d:
@@ -685,9 +661,9 @@ def plan_prediction(
             if not Path(d).is_dir():
                 raise InputError("array folder not found", d)
         crop = int(testing.crop_size)
-        jobs = array_jobs(infos, dirs, channels, crop, strip_v_prefix=dataset == "anet")
+        jobs = array_jobs(infos, dirs, channels, crop, strip_v_prefix=profile.rules.strip_v_prefix)
         problems = check_array_files(jobs, dirs, channels, crop,
-                                     expected_frames=None if dataset == "anet" else
+                                     expected_frames=None if profile.sampling == "max_frames" else
                                      {i.name: i.sample_count for i in infos})
         if classifier is not None:
             problems += [f"{classifier.source}: no classification for video {j.name!r}"
@@ -698,8 +674,64 @@ def plan_prediction(
     predictor = Predictor(
         models, settings, class_names,
         clip_length=int(testing.clip_length), clip_stride=int(testing.clip_stride),
-        crop_size=int(testing.crop_size), single_window=single_window, fusion=fusion_mode,
+        crop_size=int(testing.crop_size), single_window=profile.single_window, fusion=profile.fusion,
         device=device, batch_size=int(batch_size or getattr(cfg.testing, "batch_size", 1) or 1),
         amp=amp, classifier=classifier, deterministic=deterministic,
     )
-    return PredictionPlan(predictor, jobs, version, notices, problems, channels)
+    return PredictionPlan(predictor, jobs, profile.output_version, notices, problems, channels, profile)
+
+
+def held_out_video_infos(cfg: Any, profile: Any) -> list[Any]:
+    """The held-out videos of the profile, in file order (VideoInfo rows of the video-info file;
+    a custom dataset keeps those of its test subset in the annotation JSON)."""
+    from afsd_cli.data.annotations import read_anet_video_info, read_json_annotations, read_video_info_csv
+
+    testing = cfg.dataset.testing
+    info_path = testing.video_info_path
+    if not info_path:
+        raise ConfigError("dataset.testing.video_info_path is not set: it lists the test videos "
+                          "(or give video files with --video)")
+    if profile.annotation_format == "anet_info_json":
+        return list(read_anet_video_info(info_path, subset=profile.test_subset)[0].values())
+    infos = read_video_info_csv(info_path)
+    if profile.annotation_format != "json":
+        return list(infos.values())
+    anno_path = testing.video_anno_path or testing.gt_path
+    if not anno_path:
+        raise ConfigError("dataset.testing.video_anno_path is not set: the annotation JSON says which videos "
+                          "are in the test subset")
+    held_out = read_json_annotations(anno_path).in_subset(profile.test_subset)
+    if not held_out:
+        raise InputError(f"no video in subset {profile.test_subset!r}", anno_path)
+    missing = [v.name for v in held_out if v.name not in infos]
+    if missing:
+        raise InputError(f"{len(missing)} video(s) of subset {profile.test_subset!r} are not in the video-info file "
+                         f"(not prepared?): {', '.join(missing[:5])}", info_path)
+    return [infos[v.name] for v in held_out]
+
+
+def expand_video_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Video files, with every folder replaced by the video files directly inside it (sorted)."""
+    from afsd_cli.data.video import list_videos
+
+    files: list[Path] = []
+    missing = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = list_videos(path)
+            if not found:
+                raise InputError("no video file in this folder", path)
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            missing.append(str(path))
+    if missing:
+        raise InputError("video file not found: " + ", ".join(missing))
+    seen: dict[str, Path] = {}
+    for path in files:  # a video's detections are keyed by its file name without extension
+        if path.stem in seen and seen[path.stem] != path:
+            raise InputError(f"two videos named {path.stem!r} ({seen[path.stem]}, {path}): their detections "
+                             "would share one key; rename one")
+        seen[path.stem] = path
+    return list(seen.values())

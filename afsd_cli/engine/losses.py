@@ -1,4 +1,5 @@
-"""The AFSD training objective (spec §4.2-§4.6), one function per term.
+"""The AFSD training objective, one function per term (official ``MultiSegmentLoss`` in
+``AFSD/{thumos14,anet}/multisegment_loss.py``, ``calc_bce_loss`` and ``forward_one_epoch`` in ``train.py``).
 
 Sums are returned un-normalised by the term functions; :func:`detection_losses` divides by the
 positive counts and :func:`weighted_total` applies ``lw``/``cw``/``ssl``. Every term is computed in
@@ -21,7 +22,7 @@ TERM_NAMES: tuple[str, ...] = ("loc", "conf", "prop_loc", "prop_conf", "center",
 
 @dataclass(frozen=True)
 class LossSettings:
-    """What the objective depends on. The dataset differences of §4.6 are the fields after
+    """What the objective depends on. The dataset differences (``AFSD/anet/``) are the fields after
     ``ssl``; :meth:`for_dataset` fills them."""
 
     num_classes: int
@@ -60,7 +61,7 @@ class LossSettings:
 # Individual terms
 # --------------------------------------------------------------------------------------------
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
-    """Softmax focal loss summed over rows (§4.2): ``-α_t (1 - p_t)^γ log p_t``, ``p_t + 1e-6``;
+    """Softmax focal loss summed over rows (``FocalLoss_Ori``): ``-α_t (1 - p_t)^γ log p_t``, ``p_t + 1e-6``;
     ``α_t = alpha`` for the background class 0 and ``1 - alpha`` for the others."""
     probability = F.softmax(logits.float(), dim=-1)
     pt = probability.gather(1, target.view(-1, 1).long()).view(-1) + 1e-6
@@ -111,7 +112,7 @@ def quality_loss(
     center: torch.Tensor, loc: torch.Tensor, prop_loc: torch.Tensor, loc_t: torch.Tensor, positive: torch.Tensor
 ) -> torch.Tensor:
     """BCE-with-logits of the quality ("center") logit against the IoU of the refined segment
-    with its target, over the positives (sum). The IoU target keeps its graph (spec Q6)."""
+    with its target, over the positives (sum). The IoU target keeps its graph (as ``MultiSegmentLoss.forward``)."""
     coarse = loc[positive].float()
     refinement = prop_loc[positive].float()
     refined = 0.5 * (coarse[:, 0] + coarse[:, 1]).unsqueeze(-1) * refinement + coarse
@@ -133,7 +134,7 @@ def boundary_bce(feature: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def activity_guided_boundary_losses(outputs: Any, scores: torch.Tensor, settings: LossSettings) -> dict[str, torch.Tensor]:
-    """Start/end terms (§4.3): frame-level BCE plus 0.1 x the two level-0 proposal features'
+    """Start/end terms (official ``calc_bce_loss``): frame-level BCE plus 0.1 x the two level-0 proposal features'
     BCE against the masks sampled every ``mask_downsample`` frames. Returns the two terms and
     their six parts."""
     start_row, end_row = settings.mask_rows
@@ -158,7 +159,8 @@ def consistency_triplets(
     scales: Sequence[float] = (1.0, 4.0, 4.0),
     legacy_grad: bool = False,
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Anchor/positive/negative vectors of §4.4 for each feature map.
+    """Anchor/positive/negative vectors of the consistency loss (official ``BDNet.forward`` with ``ssl``)
+    for each feature map.
 
     ``features`` = (frame feature, level-0 loc boundary feature, level-0 conf boundary
     feature), each ``[1,Ch,T_m]``; ``proposals`` ``[3,2]`` frames = (first part of the split
@@ -173,7 +175,7 @@ def consistency_triplets(
     frame_regions = boundary_regions(proposals[:, :, :1], proposals[:, :, 1:])  # [1,3,4]
     out = []
     for feature, scale in zip(features, scales):
-        # divided, not re-rounded: the pooling op truncates (spec Q7)
+        # divided, not re-rounded: the pooling op truncates (as BDNet.forward with ssl)
         segments = frame_regions / scale
         pooled = boundary_max_pool(feature.float().contiguous(), segments, legacy_grad=legacy_grad)
         half = pooled.shape[1] // 2
@@ -188,7 +190,8 @@ def consistency_loss(
     weights: Sequence[float] = (1.0, 0.1, 0.1),
     legacy_grad: bool = False,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Boundary-contrastive triplet loss of one consistency sample (§4.4), unweighted by ``ssl``.
+    """Boundary-contrastive triplet loss of one consistency sample (``forward_one_epoch``), unweighted by
+    ``ssl``.
 
     Returns the weighted sum over the three maps and the per-map triplet values.
     """
@@ -250,7 +253,7 @@ def detection_losses(
 
 
 def weighted_terms(terms: Mapping[str, torch.Tensor], settings: LossSettings) -> dict[str, torch.Tensor]:
-    """Apply the weights of §4.5: ``lw`` to loc/prop_loc, ``cw`` to conf/prop_conf/center,
+    """Apply the weights of ``run_one_epoch``: ``lw`` to loc/prop_loc, ``cw`` to conf/prop_conf/center,
     ``ssl`` to the triplet term (when present); start/end unweighted."""
     factor = {"loc": settings.lw, "prop_loc": settings.lw, "conf": settings.cw, "prop_conf": settings.cw,
               "center": settings.cw, "start": 1.0, "end": 1.0, "trip": settings.ssl}

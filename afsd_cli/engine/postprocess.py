@@ -1,4 +1,5 @@
-"""From raw network outputs to detections (AFSD spec §5): decoding, soft-NMS, JSON assembly.
+"""From raw network outputs to detections (official ``AFSD/thumos14/test.py``, ``AFSD/anet/test.py``):
+decoding, soft-NMS, JSON assembly.
 
 The arithmetic follows the official test scripts operation by operation, in float32 and in the
 same order, so that the same raw outputs give the same numbers (to the last bit on the same
@@ -7,9 +8,9 @@ machine, see ``tests/test_postprocess.py``):
 * :func:`refine_segments`: coarse distances ``(l, r)`` refined by the proposal offsets,
   ``l̂ = l + (l + r)/2 · Δl``, turned into ``[p·L − l̂, p·L + r̂]`` and clamped to ``[0, L]``.
 * :func:`location_scores`: ``sigmoid(center) · (softmax(conf) + softmax(prop_conf)) / 2``.
-* :func:`soft_nms`: the official ``softnms_v2`` (Gaussian decay, no IoU threshold) including its
-  quirk of never emitting the last remaining candidate (``emit_last=False``, spec §7.1 Q2); a C
-  loop (``csrc/soft_nms``), with NumPy and PyTorch (bit-exact) variants beside it.
+* :func:`~afsd_cli.ops.soft_nms.soft_nms` (in ``ops/``): the official ``softnms_v2`` (Gaussian
+  decay, no IoU threshold) including its quirk of never emitting the last remaining candidate
+  (``emit_last=False``).
 * :func:`assemble_detections`: per-class candidates of all windows → soft-NMS → JSON entries.
 
 Two fixes of official quirks are switches, off by default (``PostprocessSettings``):
@@ -18,12 +19,15 @@ Two fixes of official quirks are switches, off by default (``PostprocessSettings
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
+
+# soft_nms_backend, soft_nms_numpy, soft_nms_torch, SOFTNMS_BACKEND_ENV: re-exported for older imports
+from afsd_cli.ops.soft_nms import (  # noqa: F401
+    SOFTNMS_BACKEND_ENV, soft_nms, soft_nms_backend, soft_nms_numpy, soft_nms_torch)
 
 
 class RawOutputs(NamedTuple):
@@ -61,22 +65,13 @@ class PostprocessSettings:
     clip_to_video: bool = False
 
 
-#: Official thresholds that the official scripts hard-code per dataset and mode (the config's
-#: ``conf_thresh`` is only read by the THUMOS14 script). ``None`` = take ``testing.conf_thresh``.
-OFFICIAL_THRESHOLDS: dict[tuple[str, bool], tuple[float | None, float]] = {
-    # (dataset, fusion): (candidate threshold, soft-NMS score threshold)
-    ("thumos14", False): (None, 0.001),
-    ("thumos14", True): (None, 0.001),
-    ("anet", False): (1e-9, 1e-9),
-    ("anet", True): (0.0, 1e-18),
-}
-
-
 def settings_from_config(cfg: Any, fusion: bool = False) -> PostprocessSettings:
-    """The post-processing settings of a loaded config (official values by default)."""
-    dataset = cfg.dataset.name
+    """The post-processing settings of a loaded config (official values by default; the
+    thresholds the official scripts hard-code per dataset come from its profile)."""
+    from afsd_cli.profile import kind_rules
+
     testing = cfg.testing
-    candidate, nms_score = OFFICIAL_THRESHOLDS[(dataset, fusion)]
+    candidate, nms_score = kind_rules(str(cfg.dataset.name)).thresholds[1 if fusion else 0]
     return PostprocessSettings(
         clip_length=int(cfg.dataset.testing.clip_length),
         candidate_thresh=float(testing.conf_thresh) if candidate is None else candidate,
@@ -109,7 +104,7 @@ def location_scores(conf: torch.Tensor, prop_conf: torch.Tensor, center: torch.T
 
 
 def average_outputs(first: RawOutputs, second: RawOutputs) -> RawOutputs:
-    """THUMOS14 two-stream fusion (§5.2): raw outputs averaged before decoding."""
+    """THUMOS14 two-stream fusion (``thumos14/test.py --fusion``): raw outputs averaged before decoding."""
     return RawOutputs(
         loc=(first.loc + second.loc) / 2.0,
         conf=(first.conf + second.conf) / 2.0,
@@ -128,7 +123,8 @@ def decode(raw: RawOutputs, clip_length: int) -> tuple[torch.Tensor, torch.Tenso
 
 def decode_fused(rgb: RawOutputs, flow: RawOutputs, mode: str, clip_length: int
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two-stream decoding: ``mode="average"`` (THUMOS14, §5.2) or ``"geometric"`` (ANet, §5.4).
+    """Two-stream decoding: ``mode="average"`` (``thumos14/test.py --fusion``) or ``"geometric"``
+    (``anet/test_fusion.py``).
 
     ``geometric``: each stream decodes its own refined segments, the fused segment is their
     element-wise geometric mean; the score logits are averaged as in ``average``.
@@ -162,137 +158,6 @@ def window_candidates(segments: np.ndarray, scores: np.ndarray, offset: int, sam
         seconds = (segments[keep] + np.float32(offset)) / np.float32(sample_fps)
         per_class.append(np.concatenate([seconds, class_scores[cls][keep][:, None]], axis=1))
     return per_class
-
-
-# --------------------------------------------------------------------------- soft-NMS
-
-
-SOFTNMS_BACKEND_ENV = "AFSD_SOFTNMS_BACKEND"  # auto (native C if it builds, else numpy) | native | numpy
-
-
-def _native_soft_nms() -> tuple[Any, str | None]:
-    """``csrc/soft_nms/soft_nms.c`` through ctypes, built on first use: ``(library, None)`` or
-    ``(None, why not)``."""
-    import ctypes
-
-    from afsd_cli.native import try_load_library
-
-    library, error = try_load_library("soft_nms/soft_nms.c", "afsd_soft_nms")
-    if library is not None and library.afsd_soft_nms.argtypes is None:  # declared once
-        P, I, F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
-        library.afsd_soft_nms.argtypes = [P, P, P, I, F, I, F, I, P, P]
-        library.afsd_soft_nms.restype = I
-    return library, error
-
-
-def soft_nms_backend() -> tuple[str, str]:
-    """``(backend, detail)`` that :func:`soft_nms` uses under ``$AFSD_SOFTNMS_BACKEND``."""
-    from afsd_cli.errors import AFSDError
-
-    requested = os.environ.get(SOFTNMS_BACKEND_ENV, "auto").strip().lower() or "auto"
-    if requested not in ("auto", "native", "numpy"):
-        raise AFSDError(f"${SOFTNMS_BACKEND_ENV}={requested!r} is not one of auto, native, numpy")
-    if requested == "numpy":
-        return "numpy", f"${SOFTNMS_BACKEND_ENV}=numpy"
-    library, error = _native_soft_nms()
-    if library is not None:
-        return "native", f"C loop via ctypes: {library._name}"
-    if requested == "native":
-        raise AFSDError(f"${SOFTNMS_BACKEND_ENV}=native but the native soft-NMS is unavailable: {error}")
-    return "numpy", f"native soft-NMS unavailable: {error}"
-
-
-def soft_nms(candidates: Any, sigma: float = 0.5, top_k: int = 1000,
-             score_threshold: float = 0.001, emit_last: bool = False) -> np.ndarray:
-    """Gaussian soft-NMS with the behaviour of the official ``softnms_v2`` (§5.3).
-
-    ``candidates [M, 3]`` rows ``(start, end, score)`` (array or tensor, used as float32).
-    Returns the kept rows ``[N, 3]`` (float32) in their original order with their decayed
-    scores. Repeatedly the best remaining candidate (lowest index on ties) is kept and every
-    other remaining candidate's score is multiplied by ``exp(-IoU² / sigma)``; candidates below
-    ``score_threshold`` are dropped. The official loop stops while *one* candidate is left and
-    never keeps it (so a single candidate yields nothing); ``emit_last=True`` keeps it (a fix,
-    not the official numbers).
-
-    Runs the C loop of ``csrc/soft_nms`` (2.5-9x faster than NumPy, see
-    benchmarks/results_infer.md) or, without a C compiler, :func:`soft_nms_numpy`. Both do the
-    official float32 operations in the same order; only ``exp`` differs from PyTorch's (≤ 1 ulp).
-    :func:`soft_nms_torch` is the bit-exact PyTorch variant.
-    """
-    if isinstance(candidates, torch.Tensor):
-        candidates = candidates.detach().cpu().numpy()
-    candidates = np.asarray(candidates, dtype=np.float32)
-    if soft_nms_backend()[0] == "numpy":
-        return soft_nms_numpy(candidates, sigma, top_k, score_threshold, emit_last)
-    start = np.ascontiguousarray(candidates[:, 0])
-    end = np.ascontiguousarray(candidates[:, 1])
-    score = np.ascontiguousarray(candidates[:, 2]).copy()
-    n = len(score)
-    kept = np.empty(max(min(top_k, n), 1), np.int64)
-    scratch = np.empty(max(n, 1), np.int32)
-    count = _native_soft_nms()[0].afsd_soft_nms(start.ctypes.data, end.ctypes.data, score.ctypes.data, n, sigma,
-                                         max(int(top_k), 0), score_threshold, int(emit_last),
-                                         kept.ctypes.data, scratch.ctypes.data)
-    order = np.sort(kept[:count])
-    return np.stack([start[order], end[order], score[order]], axis=-1).reshape(-1, 3)
-
-
-def soft_nms_numpy(candidates: Any, sigma: float = 0.5, top_k: int = 1000,
-                   score_threshold: float = 0.001, emit_last: bool = False) -> np.ndarray:
-    """:func:`soft_nms` in NumPy: the official float32 operations on the compacted remaining
-    candidates; only ``exp`` comes from NumPy instead of PyTorch (≤ 1 ulp apart)."""
-    if isinstance(candidates, torch.Tensor):
-        candidates = candidates.detach().cpu().numpy()
-    candidates = np.asarray(candidates, dtype=np.float32)
-    start = np.ascontiguousarray(candidates[:, 0])
-    end = np.ascontiguousarray(candidates[:, 1])
-    score = candidates[:, 2].copy()
-    sigma32, min_width, zero = np.float32(sigma), np.float32(1e-5), np.float32(0.0)
-    remaining = np.flatnonzero(score >= score_threshold)
-    kept: list[int] = []
-    while remaining.size > 1 and len(kept) < top_k:
-        best = int(np.argmax(score[remaining]))
-        index = int(remaining[best])
-        kept.append(index)
-        remaining = np.delete(remaining, best)
-        top_start, top_end = start[index], end[index]
-        other_start, other_end = start[remaining], end[remaining]
-        inter = np.maximum(np.minimum(other_end, top_end) - np.maximum(other_start, top_start), zero)
-        iou = inter / (max(top_end - top_start, min_width) + (other_end - other_start) - inter)
-        decayed = score[remaining] * np.exp(-(iou * iou) / sigma32)
-        score[remaining] = decayed
-        remaining = remaining[decayed >= score_threshold]
-    if emit_last and remaining.size == 1 and len(kept) < top_k:
-        kept.append(int(remaining[0]))
-    order = np.sort(np.asarray(kept, dtype=np.int64))
-    return np.stack([start[order], end[order], score[order]], axis=-1).reshape(-1, 3)
-
-
-def soft_nms_torch(candidates: torch.Tensor, sigma: float = 0.5, top_k: int = 1000,
-                   score_threshold: float = 0.001, emit_last: bool = False) -> torch.Tensor:
-    """:func:`soft_nms` with PyTorch operations: bit-identical to the official ``softnms_v2``."""
-    candidates = torch.as_tensor(candidates).detach().to("cpu", torch.float32)
-    start = candidates[:, 0].contiguous()
-    end = candidates[:, 1].contiguous()
-    score = candidates[:, 2].clone()
-    remaining = torch.nonzero(score >= score_threshold).flatten()
-    kept: list[int] = []
-    while remaining.numel() > 1 and len(kept) < top_k:
-        best = int(torch.argmax(score[remaining]))
-        index = int(remaining[best])
-        kept.append(index)
-        remaining = torch.cat([remaining[:best], remaining[best + 1:]])
-        top_start, top_end = start[index], end[index]
-        other_start, other_end = start[remaining], end[remaining]
-        inter = torch.clamp(other_end.clamp(max=top_end) - other_start.clamp(min=top_start), min=0)
-        iou = inter / (torch.clamp(top_end - top_start, min=1e-5) + (other_end - other_start) - inter)
-        decayed = score[remaining] * torch.exp(-iou ** 2 / sigma)
-        score[remaining] = decayed
-        remaining = remaining[decayed >= score_threshold]
-    if emit_last and remaining.numel() == 1 and len(kept) < top_k:
-        kept.append(int(remaining[0]))
-    order = torch.tensor(sorted(kept), dtype=torch.long)
-    return torch.stack([start[order], end[order], score[order]], dim=-1)
 
 
 # --------------------------------------------------------------------------- assembly
@@ -353,7 +218,8 @@ def assemble_detections(segments: Any, scores: Any, offsets: Sequence[int],
 
 def relabel_with_classifier(detections: list[dict[str, Any]], label: str, factor: float,
                             duration: float | None) -> list[dict[str, Any]]:
-    """ActivityNet (§5.4): clip to ``[0, duration]``, drop empty, label + score from the classifier."""
+    """ActivityNet (``anet/test.py``): clip to ``[0, duration]``, drop empty, label + score from the
+    classifier."""
     out = []
     for det in detections:
         start = max(0.0, det["segment"][0])
@@ -364,6 +230,11 @@ def relabel_with_classifier(detections: list[dict[str, Any]], label: str, factor
     return out
 
 
-def results_document(results: dict[str, list[dict[str, Any]]], version: str) -> dict[str, Any]:
-    """The ActivityNet-style detection file: ``{"version", "results", "external_data"}``."""
-    return {"version": version, "results": results, "external_data": {}}
+def results_document(results: dict[str, list[dict[str, Any]]], version: str,
+                     profile: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ActivityNet-style detection file: ``{"version", "results", "external_data"}``, plus
+    the dataset ``profile`` that produced it (``afsd evaluate`` takes its subset and thresholds)."""
+    document = {"version": version, "results": results, "external_data": {}}
+    if profile is not None:
+        document["profile"] = profile
+    return document

@@ -1,4 +1,5 @@
-"""Target assignment for the AFSD losses (spec §4.1, §4.6). Everything here runs without grad.
+"""Target assignment for the AFSD losses (official ``MultiSegmentLoss.forward`` in
+``AFSD/thumos14/multisegment_loss.py`` and ``AFSD/anet/``). Everything here runs without grad.
 
 A prior (pyramid location) is positive for the *shortest* ground-truth segment that contains
 its centre (ActivityNet additionally requires the larger distance to fall in the level's scale
@@ -12,7 +13,8 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-#: ActivityNet scale range per pyramid level, in frames of the 768-frame clip (§4.6).
+#: ActivityNet scale range per pyramid level, in frames of the 768-frame clip (``bounds`` in
+#: ``AFSD/anet/multisegment_loss.py``).
 ANET_SCALE_RANGES: tuple[tuple[float, float], ...] = (
     (0, 30), (15, 60), (30, 120), (60, 240), (96, 768), (256, 768),
 )
@@ -45,7 +47,7 @@ def match_priors(
     clip_length: int,
     scale_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Coarse targets for one sample (§4.1 steps 1-2).
+    """Coarse targets for one sample (the first half of ``MultiSegmentLoss.forward``).
 
     ``centres`` ``[K]`` normalised prior centres, ``truths`` ``[N,2]`` normalised segments,
     ``labels`` ``[N]``. ``scale_bounds`` = per-prior ``(lower, upper)`` ``[K]`` for ActivityNet.
@@ -83,7 +85,7 @@ def proposal_targets(
     piou: float,
     adaptive: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Refinement targets for one sample (§4.1 step 3, §4.6).
+    """Refinement targets for one sample (the proposal part of ``MultiSegmentLoss.forward``).
 
     ``prop_conf_t`` keeps the class where the coarse prediction's IoU with its target reaches
     ``piou`` (ActivityNet, ``adaptive``: ``min(piou, best positive IoU)`` so at least one prior

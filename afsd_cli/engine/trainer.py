@@ -1,4 +1,4 @@
-"""The training loop (spec §4.5, §4.7): one process, or one process per GPU under ``torchrun``.
+"""The training loop (official ``{thumos14,anet}/train.py``): one process, or one process per GPU under ``torchrun``.
 
 ``train(cfg, ...)`` builds the model, data and optimiser a config describes and runs the epochs,
 writing everything into one run folder:
@@ -55,7 +55,7 @@ STATE_DIR = "training"
 # Run folders, environment, RNG state
 # --------------------------------------------------------------------------------------------
 # What a run writes before its first epoch ends: a folder holding only these never trained.
-START_FILES = ("config.yaml", "env.json")
+START_FILES = ("config.yaml", "profile.json", "env.json")
 
 
 def never_trained(path: Path) -> bool:
@@ -140,7 +140,7 @@ def loss_settings_from_config(cfg: Any, spec: Any) -> LossSettings:
 
 
 def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
-    """Adam with coupled L2 (§4.7): group 0 = backbone at ``lr × backbone_lr_scale``, group 1 = head
+    """Adam with coupled L2 (as ``train.py``): group 0 = backbone at ``lr × backbone_lr_scale``, group 1 = head
     at ``lr``. Frozen BN parameters are included (never updated, as in the official code)."""
     training = cfg.training
     lr = float(training.learning_rate)
@@ -208,13 +208,6 @@ def resolve_device(requested: str | None, ctx: DistributedContext) -> torch.devi
 # --------------------------------------------------------------------------------------------
 # One step
 # --------------------------------------------------------------------------------------------
-@dataclass
-class StepResult:
-    terms: dict[str, float]  # weighted terms
-    total: float
-    skipped: bool = False
-
-
 def _autocast(device: torch.device, amp: str):
     if amp == "off":
         return torch.autocast(device_type=device.type, enabled=False)
@@ -605,6 +598,9 @@ def _start_run_folder(run_dir: Path, resume: bool, cfg: Any, environment: dict[s
     if resume:
         environment = _with_resume_record(run_dir / "env.json", environment)
     training_run_config(run_dir, cfg)
+    from afsd_cli.profile import resolve_profile
+
+    write_json(run_dir / "profile.json", resolve_profile(cfg).to_dict())  # what the dataset is
     write_json(run_dir / "env.json", environment)
     return state
 

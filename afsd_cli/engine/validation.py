@@ -33,7 +33,7 @@ def validation_map(cfg: Any, checkpoint: str | Path, output_json: str | Path, de
             results[video.key] = video.detections
         if progress is not None:
             progress(done, len(plan.jobs))
-    document = results_document(results, plan.version)
+    document = results_document(results, plan.version, plan.profile.to_dict())
     write_json(output_json, document)
-    ground_truth = load_ground_truth(gt_path, subset=getattr(testing, "subset", None), dataset=str(cfg.dataset.name))
+    ground_truth = load_ground_truth(gt_path, subset=plan.profile.test_subset, dataset=plan.profile.kind)
     return float(evaluate_detections(ground_truth, document).average_mAP)

@@ -27,9 +27,9 @@ def as_float(value: Any) -> float:
     return number
 
 
-def read_segment(segment: Any, allow_negative: bool = False) -> tuple[float, float]:
-    """``[start, end]`` seconds with ``start <= end`` (and ``0 <= start`` unless ``allow_negative``);
-    raises ValueError saying what is wrong."""
+def read_segment(segment: Any, allow_negative: bool = False, allow_reversed: bool = False) -> tuple[float, float]:
+    """``[start, end]`` seconds with ``start <= end`` (unless ``allow_reversed``) and ``0 <= start``
+    (unless ``allow_negative``); raises ValueError saying what is wrong."""
     if not isinstance(segment, (list, tuple)) or len(segment) != 2:
         what = f"{len(segment)} values" if isinstance(segment, (list, tuple)) else type_name(segment)
         raise ValueError(f"segment must be [start, end], got {what}")
@@ -43,6 +43,6 @@ def read_segment(segment: Any, allow_negative: bool = False) -> tuple[float, flo
         raise ValueError(f"segment end: {exc}") from None
     if start < 0 and not allow_negative:
         raise ValueError(f"segment start {start:g} is negative")
-    if end < start:
+    if end < start and not allow_reversed:
         raise ValueError(f"segment end {end:g} < start {start:g}")
     return start, end

@@ -1,16 +1,18 @@
-"""Per-dataset evaluation defaults, dataset auto-detection and tIoU threshold parsing.
+"""Per-dataset evaluation defaults and tIoU threshold parsing.
 
-Every difference between THUMOS14 and ActivityNet evaluation lives in ``DATASETS``.
+The defaults (thresholds, subset) come from the dataset profiles (``afsd_cli/profile.py``); the
+kind of a ground truth comes from its layout or from explicit flags, never from its class names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
 from afsd_cli.errors import InputError
+from afsd_cli.profile import DATASET_KINDS, KIND_RULES, held_out_subset, kind_from_ground_truth_layout
 
 
 @dataclass(frozen=True)
@@ -20,19 +22,9 @@ class DatasetDefaults:
     tiou_thresholds: tuple[float, ...]
 
 
-# The official THUMOS14 script passes this plain list; the ActivityNet one passes
-# np.linspace(0.5, 0.95, 10) (values such as 0.6000000000000001 are kept bit for bit: a tIoU
-# exactly on a threshold is compared against the same double as in the official code).
 DATASETS: dict[str, DatasetDefaults] = {
-    "thumos14": DatasetDefaults("thumos14", "test", (0.3, 0.4, 0.5, 0.6, 0.7)),
-    "anet": DatasetDefaults("anet", "validation", tuple(float(t) for t in np.linspace(0.5, 0.95, 10))),
+    kind: DatasetDefaults(kind, KIND_RULES[kind].test_subset, KIND_RULES[kind].tiou_thresholds) for kind in DATASET_KINDS
 }
-
-THUMOS14_CLASSES = frozenset(
-    "BaseballPitch BasketballDunk Billiards CleanAndJerk CliffDiving CricketBowling CricketShot "
-    "Diving FrisbeeCatch GolfSwing HammerThrow HighJump JavelinThrow LongJump PoleVault Shotput "
-    "SoccerPenalty TennisSwing ThrowDiscus VolleyballSpiking".split()
-)
 
 
 def dataset_defaults(name: str) -> DatasetDefaults:
@@ -42,13 +34,17 @@ def dataset_defaults(name: str) -> DatasetDefaults:
         raise InputError(f"unknown dataset {name!r} (choose one of: {', '.join(DATASETS)})") from None
 
 
-def detect_dataset(labels: Iterable[str], from_csv: bool = False) -> str:
-    """THUMOS14 if the ground truth is a THUMOS14 annotation CSV or every label is one of the 20
-    THUMOS14 detection classes; ActivityNet otherwise."""
-    if from_csv:
-        return "thumos14"
-    labels = set(labels)
-    return "thumos14" if labels and labels <= THUMOS14_CLASSES else "anet"
+def detect_dataset(data: Any, from_csv: bool = False) -> str:
+    """The kind a ground truth's layout says (see :func:`afsd_cli.profile.kind_from_ground_truth_layout`)."""
+    return kind_from_ground_truth_layout(data, from_csv)
+
+
+def default_subset(dataset: str, subsets_in_file: Iterable[str]) -> str:
+    """The subset evaluated when none is asked for: the profile's (custom: the file's testing
+    subset, else its validation subset, as spelled in the file)."""
+    if dataset == "custom":
+        return held_out_subset(subsets_in_file) or dataset_defaults(dataset).subset
+    return dataset_defaults(dataset).subset
 
 
 def parse_tiou(spec: str) -> tuple[float, ...]:
@@ -80,3 +76,43 @@ def check_thresholds(values: Iterable[float], where: str = "tiou_thresholds") ->
     if bad:
         raise InputError(f"{where}: tIoU thresholds must lie in [0, 1], got {bad[0]}")
     return values
+
+
+@dataclass(frozen=True)
+class EvaluationChoice:
+    """Dataset kind, subset and thresholds to evaluate with, and where each came from.
+
+    ``None`` leaves the choice to the ground truth (its layout, then the kind's defaults).
+    """
+
+    dataset: str | None
+    subset: str | None
+    tiou_thresholds: tuple[float, ...] | None
+    origin: str
+
+
+def choose_evaluation(detections: Any, dataset: str | None = None, subset: str | None = None,
+                      tiou_thresholds: Iterable[float] | None = None) -> EvaluationChoice:
+    """Explicit flags first, then the detections' recorded profile, then their ``version``;
+    whatever is still open is decided by the ground truth's layout."""
+    from afsd_cli.profile import DatasetProfile, kind_from_version
+
+    if dataset is not None:
+        dataset_defaults(dataset)
+    thresholds = check_thresholds(tiou_thresholds) if tiou_thresholds is not None else None
+    recorded = getattr(detections, "profile", None)
+    if recorded is not None:
+        profile = DatasetProfile.from_dict(recorded, getattr(detections, "source", None))
+        same_kind = dataset is None or dataset == profile.kind
+        return EvaluationChoice(
+            dataset or profile.kind,
+            subset if subset is not None else (profile.test_subset if same_kind else None),
+            thresholds if thresholds is not None else (profile.tiou_thresholds if same_kind else None),
+            "the detections' dataset profile" if same_kind else "--dataset",
+        )
+    if dataset is None:
+        dataset = kind_from_version(getattr(detections, "version", None))
+        origin = "the detections' version" if dataset else "the ground truth's layout"
+    else:
+        origin = "--dataset"
+    return EvaluationChoice(dataset, subset, thresholds, origin)

@@ -48,15 +48,20 @@ class OutOfRange:
     negative_start: int = 0
     past_end: int = 0  # end after the ground truth's ``duration`` (videos without one: not counted)
     videos_with_duration: int = 0  # evaluated videos whose duration the ground truth gives
+    # end < start: AFSD's refined boundaries can cross (official AFSD/thumos14/test.py writes them
+    # as they are); the official segment_iou gives them an intersection of 0 and they are scored
+    # exactly as there.
+    reversed: int = 0
 
     @property
     def total(self) -> int:
-        return self.negative_start + self.past_end
+        return self.negative_start + self.past_end + self.reversed
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "negative_start": self.negative_start,
             "past_end": self.past_end,
+            "reversed": self.reversed,
             "videos_with_duration": self.videos_with_duration,
         }
 
@@ -161,36 +166,15 @@ def evaluate_detections(
     ``InputError`` instead). ``tie_break``: order of equal scores, ``"official"`` (default) or
     ``"stable"``. ``with_pr_curves``: also compute ``pr_precision`` (for plots).
     """
-    if tie_break not in TIE_BREAKS:
-        raise InputError(f"unknown tie-break {tie_break!r} (choose one of: {', '.join(TIE_BREAKS)})")
-    if not isinstance(ground_truth, GroundTruth):
-        ground_truth = ground_truth_from_dict(ground_truth, subset, dataset)
-    if not isinstance(detections, Detections):
-        detections = detections_from_dict(detections)
-    if tiou_thresholds is None:
-        tiou_thresholds = dataset_defaults(ground_truth.dataset).tiou_thresholds
-    thresholds = np.asarray(check_thresholds(tiou_thresholds), dtype=np.float64)
-
-    video_ids = {v: i for i, v in enumerate(ground_truth.videos)}
-    class_ids = {c: i for i, c in enumerate(ground_truth.class_names)}
-    # GT index of each detection's video / label (-1: unknown), via one lookup per distinct name.
-    pred_video = np.array([video_ids.get(v, -1) for v in detections.videos], dtype=np.int64)[detections.video_index]
-    pred_label = np.array([class_ids.get(c, -1) for c in detections.labels], dtype=np.int64)[detections.label_index]
+    ground_truth, detections, thresholds = _inputs(ground_truth, detections, tiou_thresholds, subset, dataset,
+                                                   tie_break)
+    pred_video, pred_label = _ground_truth_indices(ground_truth, detections)
     dropped = _dropped(detections, pred_video, pred_label)
     if strict and dropped.total:
         raise InputError(_strict_message(dropped, ground_truth), detections.source)
     keep = (pred_video >= 0) & (pred_label >= 0)
-
     n_classes = len(ground_truth.class_names)
-    # Visiting order: by class, and inside a class by score as the official per-class sort
-    # (which sees that class's detections in file order).
-    kept = np.flatnonzero(keep)
-    kept = kept[np.argsort(pred_label[kept], kind="stable")]
-    bounds = np.searchsorted(pred_label[kept], np.arange(n_classes + 1))
-    order = kept.copy()
-    for c in range(n_classes):
-        of_class = kept[bounds[c] : bounds[c + 1]]
-        order[bounds[c] : bounds[c + 1]] = of_class[score_order(detections.scores[of_class], tie_break)]
+    order, bounds = _visiting_order(detections.scores, pred_label, keep, n_classes, tie_break)
     n_videos = len(ground_truth.videos)
     tp = match_detections(
         pred_label[order] * n_videos + pred_video[order],
@@ -202,33 +186,8 @@ def evaluate_detections(
         thresholds,
         tie_break,
     )
-
-    ap = np.zeros((len(thresholds), n_classes))
-    pr_precision = np.zeros((len(thresholds), RECALL_GRID.size)) if with_pr_curves else None
     npos = np.bincount(ground_truth.label_index, minlength=n_classes)
-    # Running TP counts of all classes in one pass; a class's own counts are the difference to
-    # the count before its first detection. Counts are integers, exact in float64, and
-    # TP + FP after k detections is exactly k, so these are the official doubles.
-    tp_running = np.cumsum(tp, axis=1, dtype=np.float64)
-    visited = np.arange(1, tp.shape[1] + 1, dtype=np.float64)
-    for c in range(n_classes):
-        start, stop = int(bounds[c]), int(bounds[c + 1])
-        if start == stop:
-            continue  # no detection of this class: AP 0 at every threshold, as in the official code
-        tp_cumsum = tp_running[:, start:stop]
-        if start:
-            tp_cumsum = tp_cumsum - tp_running[:, start - 1 : start]
-        recall = tp_cumsum / float(npos[c])
-        precision = tp_cumsum / (visited[: stop - start] if start else visited[:stop])
-        ap[:, c], mprec, mrec = interpolated_ap(precision, recall)
-        if pr_precision is not None:
-            for t in range(len(thresholds)):
-                # Interpolated precision at recall r = best precision at any recall >= r.
-                at = np.minimum(np.searchsorted(mrec[t], RECALL_GRID, side="left"), mrec.shape[1] - 1)
-                pr_precision[t] += mprec[t, at]
-    if pr_precision is not None and n_classes:
-        pr_precision /= n_classes
-
+    ap, pr_precision = _average_precisions(tp, bounds, npos, with_pr_curves)
     mAP = ap.mean(axis=1)
     return EvaluationResult(
         tiou_thresholds=thresholds,
@@ -248,6 +207,87 @@ def evaluate_detections(
     )
 
 
+def _inputs(ground_truth: GroundTruth | Mapping[str, Any], detections: Detections | Mapping[str, Any],
+            tiou_thresholds: Sequence[float] | np.ndarray | None, subset: str | None, dataset: str | None,
+            tie_break: str) -> tuple[GroundTruth, Detections, np.ndarray]:
+    """The arguments of :func:`evaluate_detections` checked and in their typed form."""
+    if tie_break not in TIE_BREAKS:
+        raise InputError(f"unknown tie-break {tie_break!r} (choose one of: {', '.join(TIE_BREAKS)})")
+    if not isinstance(ground_truth, GroundTruth):
+        ground_truth = ground_truth_from_dict(ground_truth, subset, dataset)
+    if not isinstance(detections, Detections):
+        detections = detections_from_dict(detections)
+    if tiou_thresholds is None:
+        tiou_thresholds = dataset_defaults(ground_truth.dataset).tiou_thresholds
+    return ground_truth, detections, np.asarray(check_thresholds(tiou_thresholds), dtype=np.float64)
+
+
+def _ground_truth_indices(ground_truth: GroundTruth, detections: Detections) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth index of each detection's video and label (-1: unknown), via one lookup per
+    distinct name."""
+    video_ids = {v: i for i, v in enumerate(ground_truth.videos)}
+    class_ids = {c: i for i, c in enumerate(ground_truth.class_names)}
+    pred_video = np.array([video_ids.get(v, -1) for v in detections.videos], dtype=np.int64)[detections.video_index]
+    pred_label = np.array([class_ids.get(c, -1) for c in detections.labels], dtype=np.int64)[detections.label_index]
+    return pred_video, pred_label
+
+
+def _visiting_order(scores: np.ndarray, pred_label: np.ndarray, keep: np.ndarray, n_classes: int,
+                    tie_break: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, bounds)``: the kept detections by class and, inside a class, by score as the
+    official per-class sort (which sees that class's detections in file order); class ``c`` is
+    ``order[bounds[c]:bounds[c + 1]]``."""
+    kept = np.flatnonzero(keep)
+    kept = kept[np.argsort(pred_label[kept], kind="stable")]
+    bounds = np.searchsorted(pred_label[kept], np.arange(n_classes + 1))
+    order = kept.copy()
+    for c in range(n_classes):
+        of_class = kept[bounds[c] : bounds[c + 1]]
+        order[bounds[c] : bounds[c + 1]] = of_class[score_order(scores[of_class], tie_break)]
+    return order, bounds
+
+
+def _average_precisions(tp: np.ndarray, bounds: np.ndarray, npos: np.ndarray, with_pr_curves: bool
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
+    """AP ``[n_thresholds, n_classes]`` and, with ``with_pr_curves``, the class-averaged
+    interpolated precision at ``RECALL_GRID`` per threshold.
+
+    Running TP counts of all classes in one pass; a class's own counts are the difference to the
+    count before its first detection. Counts are integers, exact in float64, and TP + FP after k
+    detections is exactly k, so these are the official doubles.
+    """
+    n_thresholds, n_classes = tp.shape[0], len(npos)
+    ap = np.zeros((n_thresholds, n_classes))
+    pr_precision = np.zeros((n_thresholds, RECALL_GRID.size)) if with_pr_curves else None
+    tp_running = np.cumsum(tp, axis=1, dtype=np.float64)
+    visited = np.arange(1, tp.shape[1] + 1, dtype=np.float64)
+    for c in range(n_classes):
+        start, stop = int(bounds[c]), int(bounds[c + 1])
+        if start == stop:
+            continue  # no detection of this class: AP 0 at every threshold, as in the official code
+        tp_cumsum = tp_running[:, start:stop]
+        if start:
+            tp_cumsum = tp_cumsum - tp_running[:, start - 1 : start]
+        recall = tp_cumsum / float(npos[c])
+        precision = tp_cumsum / (visited[: stop - start] if start else visited[:stop])
+        ap[:, c], mprec, mrec = interpolated_ap(precision, recall)
+        if pr_precision is not None:
+            pr_precision += _precision_at_recall_grid(mprec, mrec)
+    if pr_precision is not None and n_classes:
+        pr_precision /= n_classes
+    return ap, pr_precision
+
+
+def _precision_at_recall_grid(mprec: np.ndarray, mrec: np.ndarray) -> np.ndarray:
+    """Interpolated precision at each recall of ``RECALL_GRID`` (= best precision at any recall
+    >= r), one row per threshold."""
+    rows = np.empty((mprec.shape[0], RECALL_GRID.size))
+    for t in range(mprec.shape[0]):
+        at = np.minimum(np.searchsorted(mrec[t], RECALL_GRID, side="left"), mrec.shape[1] - 1)
+        rows[t] = mprec[t, at]
+    return rows
+
+
 def _out_of_range(
     detections: Detections, ground_truth: GroundTruth, pred_video: np.ndarray, keep: np.ndarray
 ) -> OutOfRange:
@@ -261,6 +301,7 @@ def _out_of_range(
     return OutOfRange(
         negative_start=int((detections.starts[keep] < 0).sum()),
         past_end=int(past_end.sum()),
+        reversed=int((detections.ends[keep] < detections.starts[keep]).sum()),
         videos_with_duration=int((known & ~np.isnan(durations)).sum()),
     )
 

@@ -6,7 +6,10 @@ information for the metric, so only ``results`` is required here.
 Segments may start before 0 s or end after the video: detectors emit them and the official
 evaluator scores them (its ``segment_iou`` clips only the intersection at zero; the union uses
 the raw lengths), so they are evaluated as they are and only counted (see ``OutOfRange``).
-Reversed segments and non-finite or non-numeric values are errors.
+Reversed segments (end < start) are scored the same way: AFSD's refined boundaries can cross and
+the official scripts write them as they are; their intersection with any instance is 0, and the
+official comparison decides (a false positive, unless the union is exactly 0: its 0/0 quirk).
+Non-finite or non-numeric values are errors.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class Detections:
     ends: np.ndarray
     scores: np.ndarray
     source: str = "<detections>"
+    version: Any = None  # the file's "version" (THUMOS14, ActivityNet-v1.3, custom, ...)
+    profile: Any = None  # the dataset profile that produced the file (afsd_cli/profile.py), if recorded
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -95,6 +100,8 @@ def detections_from_dict(data: Any, source: str = "<detections>") -> Detections:
         ends=ends,
         scores=score_array,
         source=source,
+        version=data.get("version"),
+        profile=data.get("profile"),
     )
 
 
@@ -109,7 +116,7 @@ def _segments_array(segments: list[Any], places: list[tuple[str, int]], source: 
     """Vectorised conversion and checks; on any problem, re-read one value to name it precisely."""
     try:
         array = np.asarray(segments, dtype=np.float64).reshape(len(segments), 2)
-        ok = np.isfinite(array).all(axis=1) & (array[:, 1] >= array[:, 0])
+        ok = np.isfinite(array).all(axis=1)
         bad = np.flatnonzero(~ok)
     except (ValueError, TypeError):
         array, bad = None, None
@@ -117,7 +124,7 @@ def _segments_array(segments: list[Any], places: list[tuple[str, int]], source: 
         indices = range(len(segments)) if bad is None else bad.tolist()
         for index in indices:
             try:
-                read_segment(segments[index], allow_negative=True)
+                read_segment(segments[index], allow_negative=True, allow_reversed=True)
             except ValueError as exc:
                 raise InputError(f"{_place(places, index)}: {exc}", source) from None
     assert array is not None

@@ -16,7 +16,7 @@ import numpy as np
 
 from afsd_cli.errors import InputError
 from afsd_cli.evaluation._json import as_float, read_json, read_segment, type_name
-from afsd_cli.evaluation.datasets import dataset_defaults, detect_dataset
+from afsd_cli.evaluation.datasets import default_subset, detect_dataset
 from afsd_cli.names import check_video_name
 
 CSV_COLUMNS = ("video", "type", "start", "end")
@@ -143,9 +143,9 @@ def ground_truth_from_dict(
     for _, name, _, _ in entries:
         counts[name] = counts.get(name, 0) + 1
     if dataset is None:
-        dataset = detect_dataset(label for _, _, instances, _ in entries for label, _, _ in instances)
-    defaults = dataset_defaults(dataset)
-    subset = defaults.subset if subset is None else subset
+        dataset = detect_dataset(data)
+    default_subset(dataset, ())  # an unknown dataset name fails here, before the subset search
+    subset = default_subset(dataset, counts) if subset is None else subset
 
     builder = _Builder()
     for video, name, instances, duration in entries:
@@ -202,7 +202,7 @@ def _load_csv(path: Path, subset: str | None, dataset: str | None) -> GroundTrut
                 )
             has_subset = "subset" in header
             if has_subset and subset is None:
-                subset = dataset_defaults(dataset or "thumos14").subset
+                subset = default_subset(dataset or "thumos14", ())
             for row in reader:
                 line = reader.line_num
                 if None in row or any(row[c] is None for c in CSV_COLUMNS):
@@ -233,7 +233,7 @@ def _load_csv(path: Path, subset: str | None, dataset: str | None) -> GroundTrut
         raise InputError(f"no annotation rows{where}", path)
     return builder.build(
         subset=subset if has_subset else None,
-        dataset=dataset or detect_dataset(builder.class_ids, from_csv=True),
+        dataset=dataset or detect_dataset(None, from_csv=True),
         source=str(path),
         skipped_ambiguous=skipped,
         subset_counts=counts,

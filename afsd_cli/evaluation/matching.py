@@ -17,6 +17,8 @@ The result is identical, detection by detection, to the sequential algorithm.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 TIE_BREAKS = ("official", "stable")
@@ -88,27 +90,87 @@ def match_detections(
     if n_pred == 0 or n_gt == 0:
         return tp
     lowest = float(thresholds.min())
+    instances = _sort_instances(gt_group, gt_start, gt_end)
+    rank, known = _group_rank(instances.groups, pred_group)
+    pairs = _overlapping_pairs(instances, rank, known, pred_start, pred_end, lowest)
+    candidates = _threshold_candidates(pairs, thresholds, n_pred)
+    claims = _single_claims(candidates, n_thr, n_pred, n_gt)
+    rows = _Rows(rank, pred_start, pred_end, instances)
+    locked = _walk_multi_candidates(tp, candidates, claims, pairs, rows, thresholds, tie_break)
+    _award_single_claims(tp, claims, locked)
+    return tp
 
-    # Instances sorted by (group, start); `file_order` lists each group's instances in file order.
+
+@dataclass(frozen=True)
+class _Instances:
+    """Ground-truth instances sorted by (group, start); ``file_order`` lists each group's
+    instances (as positions in this sorted order) in file order."""
+
+    start: np.ndarray
+    end: np.ndarray
+    groups: np.ndarray  # the distinct groups, ascending
+    group_first: np.ndarray  # slice of each group: group_first[r]:group_stop[r]
+    group_stop: np.ndarray
+    file_order: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """(detection, instance) pairs that can overlap with a tIoU reaching the lowest threshold,
+    grouped by detection in visiting order."""
+
+    pred: np.ndarray
+    gt: np.ndarray  # position in the sorted instances
+    tiou: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """(threshold, detection, instance) triples whose tIoU passes the threshold, threshold-major."""
+
+    threshold: np.ndarray
+    pred: np.ndarray
+    gt: np.ndarray
+    key: np.ndarray  # flat index into [n_thr, n_pred]
+    count: np.ndarray  # candidates per (threshold, detection), [n_thr, n_pred]
+
+
+@dataclass(frozen=True)
+class _SingleClaims:
+    """Candidates of single-candidate detections, and the earliest claimant of each instance."""
+
+    key: np.ndarray  # flat index into [n_thr, n_pred]
+    pred: np.ndarray
+    gt_key: np.ndarray  # flat index into [n_thr, n_gt]
+    first: np.ndarray  # [n_thr, n_gt] earliest single claimant (n_pred: none)
+
+
+def _sort_instances(gt_group: np.ndarray, gt_start: np.ndarray, gt_end: np.ndarray) -> _Instances:
+    n_gt = gt_group.shape[0]
     by_start = np.lexsort((gt_start, gt_group))
-    gg, gs, ge = gt_group[by_start], gt_start[by_start], gt_end[by_start]
+    sorted_group = gt_group[by_start]
     position = np.empty(n_gt, dtype=np.int64)
     position[by_start] = np.arange(n_gt)
     file_order = position[np.argsort(gt_group, kind="stable")]
-    groups, group_first = np.unique(gg, return_index=True)
+    groups, group_first = np.unique(sorted_group, return_index=True)
     group_stop = np.append(group_first[1:], n_gt)
+    return _Instances(gt_start[by_start], gt_end[by_start], groups, group_first, group_stop, file_order)
 
-    rank, known = _group_rank(groups, pred_group)
-    lo = np.where(known, group_first[rank], 0)
-    hi = np.where(known, group_stop[rank], 0)
+
+def _overlapping_pairs(instances: _Instances, rank: np.ndarray, known: np.ndarray, pred_start: np.ndarray,
+                       pred_end: np.ndarray, lowest: float) -> _Pairs:
+    """Every detection against the instances of its group that may overlap it; pairs below the
+    lowest threshold never matter and are dropped. ``not (tiou < thr)`` rather than
+    ``tiou >= thr`` throughout: NaN passes, as in the official code."""
+    gs, ge = instances.start, instances.end
+    lo = np.where(known, instances.group_first[rank], 0)
+    hi = np.where(known, instances.group_stop[rank], 0)
     if lowest > 0:
-        lo, hi = _overlap_window(rank, pred_start, pred_end, gs, ge, group_first, lo, hi)
-
-    # (detection, instance) pairs that can overlap, grouped by detection in visiting order.
+        lo, hi = _overlap_window(rank, pred_start, pred_end, gs, ge, instances.group_first, lo, hi)
     count = hi - lo
     first_pair = np.cumsum(count) - count
     n_pairs = int(count.sum())
-    pair_pred = np.repeat(np.arange(n_pred), count)
+    pair_pred = np.repeat(np.arange(pred_start.shape[0]), count)
     pair_gt = np.repeat(lo - first_pair, count) + np.arange(n_pairs)
     with np.errstate(over="ignore"):
         pred_length = pred_end - pred_start
@@ -120,33 +182,42 @@ def match_detections(
         pred_length=np.repeat(pred_length, count),
         gt_length=(ge - gs)[pair_gt],
     )
-
-    # `not (tiou < thr)` rather than `tiou >= thr`: NaN passes, as in the official code.
-    # Pairs below the lowest threshold never matter: drop them first.
     near = np.flatnonzero(~(tiou < lowest))
-    candidate = ~(tiou[near][None, :] < thresholds[:, None])
-    cand_t, cand_near = np.nonzero(candidate)  # threshold-major, pairs ascending inside
-    cand_pair = near[cand_near]
-    cand_pred, cand_gt = pair_pred[cand_pair], pair_gt[cand_pair]
-    cand_key = cand_t * n_pred + cand_pred  # flat index into [n_thr, n_pred]
-    n_cand = np.bincount(cand_key, minlength=n_thr * n_pred)
+    return _Pairs(pair_pred[near], pair_gt[near], tiou[near])
 
-    # Single-candidate detections: the earliest claimant of an instance wins it, unless a
-    # multi-candidate detection visited earlier took it.
-    single = n_cand[cand_key] == 1
-    s_key, s_pred, s_gt_key = cand_key[single], cand_pred[single], (cand_t * n_gt + cand_gt)[single]
-    first_single = np.full(n_thr * n_gt, n_pred, dtype=np.int64)
-    np.minimum.at(first_single, s_gt_key, s_pred)
-    first_single = first_single.reshape(n_thr, n_gt)
-    n_cand = n_cand.reshape(n_thr, n_pred)
 
-    # Multi-candidate detections (few): walk them in visiting order.
-    locked = np.zeros((n_thr, n_gt), dtype=bool)
-    multi_t, multi_pred = np.nonzero(n_cand >= 2)
-    rows = _Rows(rank, pred_start, pred_end, gs, ge, group_first, group_stop, file_order)
-    visits = _multi_visits(np.unique(multi_pred), pair_pred[near], pair_gt[near], tiou[near], rows, lowest, tie_break)
+def _threshold_candidates(pairs: _Pairs, thresholds: np.ndarray, n_pred: int) -> _Candidates:
+    candidate = ~(pairs.tiou[None, :] < thresholds[:, None])
+    cand_t, cand_pair = np.nonzero(candidate)  # threshold-major, pairs ascending inside
+    cand_pred, cand_gt = pairs.pred[cand_pair], pairs.gt[cand_pair]
+    cand_key = cand_t * n_pred + cand_pred
+    count = np.bincount(cand_key, minlength=len(thresholds) * n_pred)
+    return _Candidates(cand_t, cand_pred, cand_gt, cand_key, count.reshape(len(thresholds), n_pred))
+
+
+def _single_claims(candidates: _Candidates, n_thr: int, n_pred: int, n_gt: int) -> _SingleClaims:
+    """A single-candidate detection's outcome depends only on whether an earlier detection took
+    its instance: the earliest single claimant wins it unless a multi-candidate one came first."""
+    single = candidates.count.ravel()[candidates.key] == 1
+    key, pred = candidates.key[single], candidates.pred[single]
+    gt_key = (candidates.threshold * n_gt + candidates.gt)[single]
+    first = np.full(n_thr * n_gt, n_pred, dtype=np.int64)
+    np.minimum.at(first, gt_key, pred)
+    return _SingleClaims(key, pred, gt_key, first.reshape(n_thr, n_gt))
+
+
+def _walk_multi_candidates(tp: np.ndarray, candidates: _Candidates, claims: _SingleClaims, pairs: _Pairs,
+                           rows: _Rows, thresholds: np.ndarray, tie_break: str) -> np.ndarray:
+    """Multi-candidate detections (few), in visiting order: each takes its best free instance.
+
+    Sets their flags in ``tp``; returns the instances they took, ``[n_thr, n_gt]``.
+    """
+    locked = np.zeros(claims.first.shape, dtype=bool)
+    multi_t, multi_pred = np.nonzero(candidates.count >= 2)
+    lowest = float(thresholds.min())
+    visits = _multi_visits(np.unique(multi_pred), pairs.pred, pairs.gt, pairs.tiou, rows, lowest, tie_break)
     for t, p in zip(multi_t.tolist(), multi_pred.tolist()):
-        threshold, taken, firsts = thresholds[t], locked[t], first_single[t]
+        threshold, taken, firsts = thresholds[t], locked[t], claims.first[t]
         for g, value in visits[p]:
             if value < threshold:
                 break
@@ -155,10 +226,12 @@ def match_detections(
             taken[g] = True
             tp[t, p] = True
             break
+    return locked
 
-    wins = (first_single.ravel()[s_gt_key] == s_pred) & ~locked.ravel()[s_gt_key]
-    tp.ravel()[s_key[wins]] = True
-    return tp
+
+def _award_single_claims(tp: np.ndarray, claims: _SingleClaims, locked: np.ndarray) -> None:
+    wins = (claims.first.ravel()[claims.gt_key] == claims.pred) & ~locked.ravel()[claims.gt_key]
+    tp.ravel()[claims.key[wins]] = True
 
 
 def _group_rank(groups: np.ndarray, pred_group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -204,16 +277,14 @@ def _overlap_window(rank, pred_start, pred_end, gs, ge, group_first, lo, hi):
 class _Rows:
     """What is needed to rebuild one detection's full tIoU row in the official (file) order."""
 
-    def __init__(self, rank, pred_start, pred_end, gs, ge, group_first, group_stop, file_order):
-        self.rank, self.pred_start, self.pred_end = rank, pred_start, pred_end
-        self.gs, self.ge = gs, ge
-        self.group_first, self.group_stop, self.file_order = group_first, group_stop, file_order
+    def __init__(self, rank: np.ndarray, pred_start: np.ndarray, pred_end: np.ndarray, instances: _Instances):
+        self.rank, self.pred_start, self.pred_end, self.instances = rank, pred_start, pred_end, instances
 
     def __call__(self, p: int) -> tuple[np.ndarray, np.ndarray]:
         """Instance ids of detection ``p``'s group in file order, and their tIoUs with it."""
-        r = self.rank[p]
-        ids = self.file_order[self.group_first[r] : self.group_stop[r]]
-        return ids, segment_tiou(self.pred_start[p], self.pred_end[p], self.gs[ids], self.ge[ids])
+        r, instances = self.rank[p], self.instances
+        ids = instances.file_order[instances.group_first[r] : instances.group_stop[r]]
+        return ids, segment_tiou(self.pred_start[p], self.pred_end[p], instances.start[ids], instances.end[ids])
 
 
 def _multi_visits(multi, near_pred, near_gt, near_tiou, rows: _Rows, lowest: float, tie_break: str):

@@ -40,11 +40,13 @@ __all__ = [
 
 
 def model_spec_from_config(cfg) -> ModelSpec:
-    """The ModelSpec a config describes (dataset name, classes, clip length, crop, channels)."""
-    dataset = str(cfg.dataset.name).lower()
+    """The ModelSpec a config describes (head design of its dataset profile, classes, clip length,
+    crop, channels)."""
+    from afsd_cli.profile import kind_rules
+
     training = cfg.dataset.training
     return ModelSpec(
-        dataset=dataset,
+        dataset=kind_rules(str(cfg.dataset.name)).head,
         num_classes=int(cfg.dataset.num_classes),
         clip_length=int(training.clip_length),
         crop_size=int(getattr(training, "crop_size", 96)),

@@ -1,5 +1,6 @@
 """The AFSD network: I3D backbone → feature pyramid → anchor-free coarse heads → proposal
-branches with boundary max pooling → refined heads (spec §3).
+branches with boundary max pooling → refined heads (official ``BDNet`` in ``AFSD/thumos14/BDNet.py``
+and ``AFSD/anet/BDNet.py``).
 
 One implementation serves every dataset. What differs between THUMOS14 and ActivityNet lives in
 one table, :data:`HEAD_SPECS`; the sizes (clip length, crop, classes, input channels) are plain
@@ -34,12 +35,12 @@ MAX_LEVELS = 6
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class HeadSpec:
-    """Per-dataset head design (spec §3.3 vs §3.7).
+    """Per-dataset head design (``CoarsePyramid`` of ``AFSD/thumos14/BDNet.py`` vs ``AFSD/anet/BDNet.py``).
 
     pyramid_sources: backbone endpoints feeding the pyramid. With two, level 0 comes from the
         first, level 1 from the second and is added (upsampled ×2) onto level 0; with one,
         level 0 comes from it and every further level is a stride-2 conv.
-    loc_scaled_by_stride: multiply level i's distances by ``4 · 2**i`` (ANet; spec Q9 — the
+    loc_scaled_by_stride: multiply level i's distances by ``4 · 2**i`` (ANet, as ``AFSD/anet/BDNet.py``: the
         factor is 4 at level 0 although its true stride is 8; the released weights depend on it).
     priors_with_level: priors carry a second column with the level index.
     normal_head_init: re-initialise the tower/head/proposal Conv1d layers N(0, 0.01).
@@ -177,7 +178,8 @@ class AFSDOutput(NamedTuple):
 
 
 class ConsistencyFeatures(NamedTuple):
-    """The three maps the boundary-consistency loss pools (spec §4.4)."""
+    """The three maps the boundary-consistency loss pools (official ``BDNet.forward`` with ``ssl``,
+    ``AFSD/thumos14/BDNet.py``)."""
 
     frame: torch.Tensor  # F_frame [B,512,T]
     loc_boundary: torch.Tensor  # level-0 lr_conv of the loc proposal branch [B,1024,t0]
@@ -185,7 +187,7 @@ class ConsistencyFeatures(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# Segments fed to boundary max pooling (spec §3.4), computed without gradient
+# Segments fed to boundary max pooling, computed without gradient (official CoarsePyramid.forward)
 # --------------------------------------------------------------------------------------------
 def _regions(start: torch.Tensor, end: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
     """[start − out, start + in, end − in, end + out], in = max(length/4, 1), out = max(length/10, 1).
@@ -225,7 +227,7 @@ def frame_segments(loc: torch.Tensor, priors: torch.Tensor, frame_num: int) -> t
 
 
 # --------------------------------------------------------------------------------------------
-# Proposal branch (spec §3.3, ProposalBranch)
+# Proposal branch (official ProposalBranch in AFSD/thumos14/BDNet.py)
 # --------------------------------------------------------------------------------------------
 class ProposalBranch(nn.Module):
     """Refines each location with boundary features pooled from its own coarse segment."""
@@ -252,6 +254,33 @@ class ProposalBranch(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Pyramid and heads (``coarse_pyramid_detection``)
 # --------------------------------------------------------------------------------------------
+class CoarseLevel(NamedTuple):
+    """One pyramid level after the coarse head (t = the level's length)."""
+
+    loc_feature: torch.Tensor  # loc tower output [B,512,t]
+    conf_feature: torch.Tensor  # conf tower output [B,512,t]
+    loc: torch.Tensor  # distances (start, end) in clip frames [B,t,2]
+    conf: torch.Tensor  # class logits [B,t,C]
+
+
+class ProposalFeatures(NamedTuple):
+    """Both proposal branches of one level: refined features and their lr_conv boundary features."""
+
+    loc_prop: torch.Tensor  # [B,512,t]
+    conf_prop: torch.Tensor  # [B,512,t]
+    loc_boundary: torch.Tensor  # [B,1024,t]
+    conf_boundary: torch.Tensor  # [B,1024,t]
+
+
+class RefinedLevel(NamedTuple):
+    """One pyramid level after the refine head."""
+
+    prop_loc: torch.Tensor  # [B,t,2]
+    prop_conf: torch.Tensor  # [B,t,C]
+    center: torch.Tensor  # [B,t,1]
+    boundary: ProposalFeatures
+
+
 class CoarsePyramid(nn.Module):
     def __init__(self, spec: ModelSpec, legacy_bmp_grad: bool = False):
         super().__init__()
@@ -324,54 +353,75 @@ class CoarsePyramid(nn.Module):
         return self.deconv(upsampled)
 
     def forward(self, features: dict[str, torch.Tensor], consistency_only: bool = False):
+        """Neck (pyramid + frame feature) → coarse head → refine head (official
+        ``CoarsePyramid.forward`` in ``AFSD/thumos14/BDNet.py``, the same operations).
+
+        ``consistency_only``: stop after level 0's boundary pooling (:class:`ConsistencyFeatures`).
+        """
         levels = self._pyramid(features)
         frame_feature = self._frame_feature(levels[0])
-        batch = frame_feature.shape[0]
-        half = frame_feature.shape[1] // 2
+        if consistency_only:
+            level0 = self._proposal_features(0, self._coarse(levels[:1])[0], frame_feature)
+            return ConsistencyFeatures(frame_feature, level0.loc_boundary, level0.conf_boundary)
+        coarse = self._coarse(levels)
+        refined = [self._refine(level, coarse_level, frame_feature) for level, coarse_level in enumerate(coarse)]
+        return self._assemble(coarse, refined, frame_feature)
 
-        locs, confs, prop_locs, prop_confs, centers = [], [], [], [], []
-        level0_boundary: tuple[torch.Tensor, torch.Tensor] | None = None
+    def _coarse(self, levels: list[torch.Tensor]) -> list[CoarseLevel]:
+        """Towers and coarse heads of each level: distances in clip frames and class logits."""
+        coarse = []
         for level, feature in enumerate(levels):
             loc_feature = self.loc_tower(feature)
             conf_feature = self.conf_tower(feature)
             loc = self.loc_heads[level](self.loc_head(loc_feature)).permute(0, 2, 1)
             if self.fpn_strides[level] != 1.0:
                 loc = loc * self.fpn_strides[level]
-            locs.append(loc)
-            confs.append(self.conf_head(conf_feature).permute(0, 2, 1))
+            conf = self.conf_head(conf_feature).permute(0, 2, 1)
+            coarse.append(CoarseLevel(loc_feature, conf_feature, loc, conf))
+        return coarse
 
-            length = feature.shape[-1]
-            with torch.no_grad():
-                priors = self.level_priors(level)[:, :1].expand(batch, length, 1)
-                segments = level_segments(loc, priors, length, self.frame_num)
-                frame_segs = frame_segments(loc, priors, self.frame_num)
+    def _proposal_features(self, level: int, coarse: CoarseLevel, frame_feature: torch.Tensor) -> ProposalFeatures:
+        """Both proposal branches on one level, pooling the boundaries of its coarse segments."""
+        batch, length = coarse.loc.shape[0], coarse.loc.shape[1]
+        with torch.no_grad():
+            priors = self.level_priors(level)[:, :1].expand(batch, length, 1)
+            segments = level_segments(coarse.loc, priors, length, self.frame_num)
+            frame_segs = frame_segments(coarse.loc, priors, self.frame_num)
+        loc_prop, loc_boundary = self.loc_proposal_branch(coarse.loc_feature, frame_feature, segments, frame_segs)
+        conf_prop, conf_boundary = self.conf_proposal_branch(coarse.conf_feature, frame_feature, segments,
+                                                             frame_segs)
+        return ProposalFeatures(loc_prop, conf_prop, loc_boundary, conf_boundary)
 
-            loc_prop, loc_boundary = self.loc_proposal_branch(loc_feature, frame_feature, segments, frame_segs)
-            conf_prop, conf_boundary = self.conf_proposal_branch(conf_feature, frame_feature, segments, frame_segs)
-            if level == 0:
-                if consistency_only:
-                    return ConsistencyFeatures(frame_feature, loc_boundary, conf_boundary)
-                level0_boundary = (loc_boundary, conf_boundary)
-            prop_locs.append(self.prop_loc_head(loc_prop).permute(0, 2, 1))
-            prop_confs.append(self.prop_conf_head(conf_prop).permute(0, 2, 1))
-            centers.append(self.center_head(loc_prop).permute(0, 2, 1))
+    def _refine(self, level: int, coarse: CoarseLevel, frame_feature: torch.Tensor) -> RefinedLevel:
+        """Refine head of one level: offsets, refined logits and centerness from the proposal features."""
+        proposal = self._proposal_features(level, coarse, frame_feature)
+        return RefinedLevel(
+            prop_loc=self.prop_loc_head(proposal.loc_prop).permute(0, 2, 1),
+            prop_conf=self.prop_conf_head(proposal.conf_prop).permute(0, 2, 1),
+            center=self.center_head(proposal.loc_prop).permute(0, 2, 1),
+            boundary=proposal,
+        )
 
-        loc_boundary, conf_boundary = level0_boundary
-        boundary_half = loc_boundary.shape[1] // 2
-        priors = torch.cat([self.level_priors(level) for level in range(len(levels))], 0).unsqueeze(0)
+    def _assemble(self, coarse: list[CoarseLevel], refined: list[RefinedLevel],
+                  frame_feature: torch.Tensor) -> AFSDOutput:
+        """All levels concatenated, plus the boundary features the training losses read."""
+        half = frame_feature.shape[1] // 2
+        level0 = refined[0].boundary
+        boundary_half = level0.loc_boundary.shape[1] // 2
+        priors = torch.cat([self.level_priors(level) for level in range(len(coarse))], 0).unsqueeze(0)
         return AFSDOutput(
-            loc=torch.cat(locs, 1),
-            conf=torch.cat(confs, 1),
-            prop_loc=torch.cat(prop_locs, 1),
-            prop_conf=torch.cat(prop_confs, 1),
-            center=torch.cat(centers, 1),
+            loc=torch.cat([level.loc for level in coarse], 1),
+            conf=torch.cat([level.conf for level in coarse], 1),
+            prop_loc=torch.cat([level.prop_loc for level in refined], 1),
+            prop_conf=torch.cat([level.prop_conf for level in refined], 1),
+            center=torch.cat([level.center for level in refined], 1),
             priors=priors,
             start=frame_feature[:, :half].permute(0, 2, 1).contiguous(),
             end=frame_feature[:, half:].permute(0, 2, 1).contiguous(),
-            start_loc_prop=loc_boundary[:, :boundary_half].permute(0, 2, 1).contiguous(),
-            end_loc_prop=loc_boundary[:, boundary_half:].permute(0, 2, 1).contiguous(),
-            start_conf_prop=conf_boundary[:, :boundary_half].permute(0, 2, 1).contiguous(),
-            end_conf_prop=conf_boundary[:, boundary_half:].permute(0, 2, 1).contiguous(),
+            start_loc_prop=level0.loc_boundary[:, :boundary_half].permute(0, 2, 1).contiguous(),
+            end_loc_prop=level0.loc_boundary[:, boundary_half:].permute(0, 2, 1).contiguous(),
+            start_conf_prop=level0.conf_boundary[:, :boundary_half].permute(0, 2, 1).contiguous(),
+            end_conf_prop=level0.conf_boundary[:, boundary_half:].permute(0, 2, 1).contiguous(),
         )
 
 
@@ -401,7 +451,8 @@ class AFSD(nn.Module):
         self.backbone = I3DBackbone(spec.in_channels, freeze_bn, freeze_bn_affine)
 
     def _init_head(self) -> None:
-        """Glorot-uniform convs with zero bias (spec §3.6); ANet: N(0, 0.01) for the towers/heads."""
+        """Glorot-uniform convs with zero bias; ANet: N(0, 0.01) for the towers/heads (official
+        ``BDNet.weight_init`` and ``BDNet.reset_params``)."""
         head = self.coarse_pyramid_detection
         for module in head.modules():
             if isinstance(module, (nn.Conv1d, nn.Conv3d)):

@@ -1,4 +1,4 @@
-"""Load and save AFSD weights in the official checkpoint layout.
+"""Load and save AFSD weights in the official checkpoint layout (``save_model`` in ``AFSD/thumos14/train.py``).
 
 Official ``.ckpt`` files are a bare ``OrderedDict[str, Tensor]`` of 442 entries keyed like
 ``coarse_pyramid_detection.pyramids.0.0.conv3d.weight`` and ``backbone._model.Mixed_5c.b0.bn.bias``.

@@ -1,4 +1,4 @@
-"""Inception-I3D backbone up to ``Mixed_5c`` (spec §3.2).
+"""Inception-I3D backbone up to ``Mixed_5c`` (official ``InceptionI3d`` in ``AFSD/common/i3d_backbone.py``).
 
 Endpoint names, branch names (``b0``, ``b1a``, ``b1b``, ``b2a``, ``b2b``, ``b3a``, ``b3b``) and
 registration order are those of the official model, so ``state_dict()`` keys and their order

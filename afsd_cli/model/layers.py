@@ -1,4 +1,4 @@
-"""Small building blocks of the AFSD network (spec §3.1).
+"""Small building blocks of the AFSD network (official ``AFSD/common/layers.py``, ``i3d_backbone.py``).
 
 Every convolution and pooling pads like TensorFlow's "SAME": the padding is computed from the
 input size at run time and split front/back with the extra element at the back. The wrappers

@@ -1,4 +1,4 @@
-"""Boundary max pooling (AFSD spec §3.5) with backend dispatch.
+"""Boundary max pooling (official ``AFSD/prop_pooling/``) with backend dispatch.
 
 ``boundary_max_pool(x [B, Ch, T], segments [B, S, 4]) -> [B, Ch, S]``: channels of the first half
 take the max over the start range ``segments[..., 0:2]``, the second half over the end range
@@ -14,13 +14,13 @@ Backends, picked per call from the input's device and ``$AFSD_BMP_BACKEND``:
 
 ``AFSD_BMP_BACKEND=auto`` (default) uses the compiled op when it builds and otherwise falls back to
 the reference with one warning; ``reference`` always uses PyTorch; ``cpp`` / ``cuda`` require the
-compiled op for CPU / CUDA tensors (RuntimeError if it cannot be built).
+compiled op for CPU / CUDA tensors (RuntimeError if it cannot be built); any other value is a
+:class:`~afsd_cli.errors.ConfigError`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -29,6 +29,7 @@ from torch.autograd.function import once_differentiable
 
 from afsd_cli.ops import boundary_pooling_reference as reference
 from afsd_cli.ops import extension
+from afsd_cli.ops.backends import choose_backend
 
 BACKEND_ENV = "AFSD_BMP_BACKEND"
 BACKEND_CHOICES = ("auto", "reference", "cpp", "cuda")
@@ -94,10 +95,7 @@ def use_backend(name: str):
 def _requested_backend() -> str:
     if _override is not None:
         return _override
-    mode = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
-    if mode not in BACKEND_CHOICES:
-        raise ValueError(f"{BACKEND_ENV}={mode!r}: expected one of {', '.join(BACKEND_CHOICES)}")
-    return mode
+    return choose_backend(BACKEND_ENV, BACKEND_CHOICES)
 
 
 def _fall_back(reason: str):
@@ -158,7 +156,8 @@ def boundary_max_pool(input: torch.Tensor, segments: torch.Tensor, legacy_grad: 
     """Max of each channel over its boundary range: ``[B, Ch, T]``, ``[B, S, 4]`` -> ``[B, Ch, S]``.
 
     ``legacy_grad=True`` reproduces the official CUDA kernel's backward, which routed gradients with
-    S (= ``segments.size(1)``) as the temporal size (spec §3.5); the forward is the same either way.
+    S (= ``segments.size(1)``) as the temporal size (``boundary_max_pooling_kernel.cu``); the forward is
+    the same either way.
     """
     reference.check_inputs(input, segments)
     backend = select_backend(input.device)

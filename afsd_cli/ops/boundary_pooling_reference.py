@@ -1,4 +1,5 @@
-"""Pure-PyTorch boundary max pooling (spec §3.5): the fallback backend and the oracle of the self-test.
+"""Pure-PyTorch boundary max pooling (the official CUDA op's semantics, ``AFSD/prop_pooling/``): the
+fallback backend and the oracle of the self-test.
 
 Works on any device and dtype, needs no compiler. It materialises a ``[B, 2, C/2, S, T]`` masked copy
 of the input (``-inf`` outside each range; in chunks of segments to bound memory), so it is slower than

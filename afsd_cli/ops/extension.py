@@ -40,9 +40,9 @@ _lock = threading.Lock()
 
 
 def source_dir() -> Path | None:
-    """The folder holding the op's sources (see :func:`afsd_cli.native.csrc_roots` for where
+    """The folder holding the op's sources (see :func:`afsd_cli.ops.native.csrc_roots` for where
     ``csrc/`` is looked for); None when absent."""
-    from afsd_cli.native import csrc_roots
+    from afsd_cli.ops.native import csrc_roots
 
     for base in csrc_roots():
         folder = base / _SOURCE_SUBDIR

@@ -1,6 +1,7 @@
 """Self-test of the boundary-max-pooling backends on random input (used by ``afsd checks``).
 
-Every backend is compared with a plain Python loop that follows spec §3.5 literally: forward values,
+Every backend is compared with a plain Python loop that follows the official kernel
+(``AFSD/prop_pooling/boundary_max_pooling_kernel.cu``) literally: forward values,
 the correct gradient and the legacy (official-kernel) gradient. Inputs are multiples of 1/4 (many
 ties) and gradients small integers, so every backend must agree exactly: any difference is a bug.
 """

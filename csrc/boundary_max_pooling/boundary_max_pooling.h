@@ -1,4 +1,5 @@
-// Boundary max pooling (AFSD spec §3.5): declarations shared by the dispatcher and the kernels.
+// Boundary max pooling (as the official AFSD/prop_pooling/boundary_max_pooling_kernel.cu):
+// declarations shared by the dispatcher and the kernels.
 //
 // forward(x [B, C, T], segments [B, S, 4]) -> (y [B, C, S], argmax [B, C, S] int64 or empty)
 //   channels c < C/2 pool over segments[..., 0:2], the others over segments[..., 2:4];

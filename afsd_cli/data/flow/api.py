@@ -1,6 +1,6 @@
 """``compute_flow``: RGB frames → quantised optical flow, the format of the official flow npy.
 
-Pipeline (spec §1.7): RGB uint8 ``[T, H, W, 3]`` → grey (OpenCV's BGR→GRAY weights) → flow on
+Pipeline (as ``gen_denseflow_npy.py``): RGB uint8 ``[T, H, W, 3]`` → grey (OpenCV's BGR→GRAY weights) → flow on
 each consecutive pair → clip to ±20 px and quantise to uint8 → duplicate the last flow so the
 output has T frames like the RGB input. With ``jpeg_quality`` set, the RGB frames and the flow
 images each make a JPEG round-trip, as the official pipeline stores both as JPEG files.
