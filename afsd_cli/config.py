@@ -25,7 +25,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from afsd_cli.errors import ConfigError, clip_text, short_repr
 
@@ -92,18 +92,56 @@ def between(low: float, high: float, high_open: bool = False) -> Range:
 
 
 @dataclass(frozen=True)
+class Rule:
+    """The valid values of a non-numeric key, for keys with a small language of their own
+    (``training.keep_checkpoints``): ``accepts(value)`` says whether a value is one, ``text`` what
+    the valid values are, in words. Used like a ``Range``."""
+
+    accepts: Callable[[Any], bool]
+    text: str
+
+    def __contains__(self, value: Any) -> bool:
+        return self.accepts(value)
+
+    def describe(self) -> str:
+        return self.text
+
+
+def _parses(parse: Callable[[Any], Any]) -> Callable[[Any], bool]:
+    def accepts(value: Any) -> bool:
+        try:
+            parse(value)
+        except ConfigError:
+            return False
+        return True
+
+    return accepts
+
+
+def _keep_checkpoints(value: Any) -> Any:
+    from afsd_cli.runs import parse_keep_checkpoints  # runs imports no config: no cycle
+
+    return parse_keep_checkpoints(value)
+
+
+#: ``training.keep_checkpoints``: what ``afsd_cli.runs.parse_keep_checkpoints`` reads.
+KEEP_CHECKPOINTS = Rule(_parses(_keep_checkpoints), "last, all, N or every N (N >= 1)")
+
+
+@dataclass(frozen=True)
 class Field:
     """One leaf of the schema: its type, default (``None`` = unset / optional) and valid range.
 
     A key whose default is not ``None`` is required: ``null`` is refused. Every int/float key
-    has a ``valid`` range, checked when the file is loaded and on each override.
+    has a ``valid`` range (a few string keys a ``Rule``), checked when the file is loaded and on
+    each override.
     """
 
     kind: str  # int | float | bool | str | path | choice
     default: Any = None
     choices: tuple[str, ...] = ()
     help: str = ""
-    valid: Range | None = None
+    valid: Range | Rule | None = None
 
 
 #: Testing sizes that default to the training split's: the network is built for those
@@ -164,7 +202,8 @@ SCHEMA: dict[str, Any] = {
         "weight_decay": Field("float", 1e-3, valid=at_least(0)),
         "max_epoch": Field("int", 16, valid=at_least(1)),
         "focal_loss": Field("bool", True),
-        "checkpoint_path": Field("path", None),
+        "checkpoint_path": Field("path", None, help="official key; afsd train saves into its run folder "
+                                 "(the run's config.yaml names it)"),
         # torch.manual_seed takes at most 64 bits (engine/trainer.py seed_everything)
         "random_seed": Field("int", 2020, valid=between(0, 2**63 - 1)),
         "resume": Field("int", 0, help="official key (epoch to resume); use --resume RUN_DIR", valid=at_least(0)),
@@ -181,6 +220,9 @@ SCHEMA: dict[str, Any] = {
         "skip_nonfinite": Field("bool", False, help="skip a step with a non-finite loss instead of stopping"),
         "validate_every": Field("int", 0, help="epochs between validations; 0 = off", valid=at_least(0)),
         "checkpoint_every": Field("int", 1, valid=at_least(1)),
+        "keep_checkpoints": Field("str", "last", help="models kept: last (the last and the best epoch), all, "
+                                  "or N (also every N-th epoch); training states likewise",
+                                  valid=KEEP_CHECKPOINTS),
     },
     "testing": {
         # scores are softmax probabilities compared with `>`: 1 or more would keep nothing
@@ -191,7 +233,8 @@ SCHEMA: dict[str, Any] = {
         # that rounds to 0 gives NaN scores; below 1e-6 the decay is hard NMS anyway
         "nms_sigma": Field("float", 0.5, valid=at_least(1e-6)),
         "checkpoint_path": Field("path", None),
-        "output_path": Field("path", None),
+        "output_path": Field("path", None, help="official key; afsd predict/fuse write into run folders "
+                             "(or --output)"),
         "output_json": Field("str", "detection_results.json"),
         "fusion": Field("bool", False),
         "rgb_data_path": Field("path", None),

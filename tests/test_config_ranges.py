@@ -153,7 +153,7 @@ def test_cli_override_refused_in_one_line(tmp_path, monkeypatch, command, overri
     (["prepare", "videos", "out", "--size", "0"], "--size"),
     (["flow", "rgb", "flow", "--jpeg-quality", "101"], "--jpeg-quality"),
     (["flow", "rgb", "flow", "--jobs", "-1"], "--jobs"),
-    (["train", str(THUMOS), "--workers", "-1"], "--workers"),
+    (["train", str(THUMOS), "--jobs", "-1"], "--jobs"),
     (["train", str(THUMOS), "--max-steps", "0"], "--max-steps"),
     (["predict", str(THUMOS), "--batch-size", "0"], "--batch-size"),
     (["checks", "--seed", "-1"], "--seed"),

@@ -119,7 +119,7 @@ def test_a_failed_train_start_leaves_no_run_folder_and_the_name_is_free_again(tm
     runs = tmp_path / "runs"
     # bad data found while setting up: the folder is never created
     bad = tiny_config(tmp_path, ["dataset.training.video_data_path=" + str(tmp_path / "missing")], max_epoch=1)
-    with pytest.raises(InputError, match="frame array not found"):
+    with pytest.raises(InputError, match="array file not found"):
         train(bad, lambda: new_run_dir(runs, "first"), options=TrainOptions(device="cpu", max_steps_per_epoch=1))
     assert not (runs / "first").exists()
     # a failure in the first epoch, after the folder was made: what it wrote is removed again

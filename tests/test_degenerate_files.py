@@ -124,7 +124,7 @@ def test_predict_names_each_degenerate_array(tmp_path):
         if name in broken:
             path.replace(tmp_path / "rgb" / path.name)
     config = small_config(tmp_path)
-    result, text = invoke("predict", config, "-c", small_checkpoint(tmp_path), "-o", tmp_path / "det.json",
+    result, text = invoke("predict", config, "--checkpoint", small_checkpoint(tmp_path), "-o", tmp_path / "det.json",
                           "--device", "cpu")
     check_one_line_failure(text, result, "4 bad input(s)", "zero.npy: empty file (0 bytes)",
                            "header_only.npy: truncated .npy file", "text.npy: not a .npy file",
@@ -136,7 +136,7 @@ def test_predict_names_each_degenerate_checkpoint(tmp_path):
     write_arrays(tmp_path, {"good": 40})
     config = small_config(tmp_path)
     for name, (path, reason) in degenerate_checkpoints(tmp_path).items():
-        result, text = invoke("predict", config, "-c", path, "-o", tmp_path / "det.json", "--device", "cpu")
+        result, text = invoke("predict", config, "--checkpoint", path, "-o", tmp_path / "det.json", "--device", "cpu")
         check_one_line_failure(text, result, name, reason)
         assert len([line for line in text.splitlines() if line.strip()]) == 1, text
 
@@ -147,7 +147,7 @@ def test_predict_refuses_a_nan_checkpoint(tmp_path):
     state = torch.load(path, weights_only=True)
     state["coarse_pyramid_detection.conf_head.conv1d.weight"][1] = float("nan")
     torch.save(state, path)
-    result, text = invoke("predict", small_config(tmp_path), "-c", path, "-o", tmp_path / "det.json", "--device", "cpu")
+    result, text = invoke("predict", small_config(tmp_path), "--checkpoint", path, "-o", tmp_path / "det.json", "--device", "cpu")
     check_one_line_failure(text, result, path.name, "non-finite weights",
                            "coarse_pyramid_detection.conf_head.conv1d.weight")
     assert not (tmp_path / "det.json").exists()
@@ -177,6 +177,6 @@ def test_non_finite_outputs_stop_prediction_instead_of_an_empty_result(tmp_path)
     torch.save(state, path)
     write_arrays(tmp_path, {"clip": 50})
     out = tmp_path / "det.json"
-    result, text = invoke("predict", small_config(tmp_path), "-c", path, "-o", out, "--device", "cpu")
+    result, text = invoke("predict", small_config(tmp_path), "--checkpoint", path, "-o", out, "--device", "cpu")
     check_one_line_failure(text, result, path.name, "non-finite outputs (NaN/inf)", "'clip' frames 0-64")
     assert not out.exists()

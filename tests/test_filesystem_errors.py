@@ -141,7 +141,7 @@ def test_predict_checks_output_and_plot_paths_before_loading_anything(tmp_path):
     (tmp_path / "out_dir").mkdir()
     (tmp_path / "plots_file").write_text("x")
     missing_ckpt = tmp_path / "no-such.ckpt"
-    result, text = invoke("predict", config, "-c", missing_ckpt, "-o", tmp_path / "out_dir", "--video",
+    result, text = invoke("predict", config, "--checkpoint", missing_ckpt, "-o", tmp_path / "out_dir", "--video",
                           tmp_path / "nope.mp4")
     assert result.exit_code == 1
     assert "is a folder, expected a file path" in text and str(tmp_path / "out_dir") in text
@@ -177,7 +177,7 @@ def test_an_untranslated_os_error_is_still_one_line(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied", str(tmp_path / "gt.json"))
 
     monkeypatch.setattr(evaluation, "load_ground_truth", broken)
-    (tmp_path / "d.json").write_text('{"results": {}}')  # read first: it may say which subset to load
+    (tmp_path / "d.json").write_text('{"results": {}}')  # detections are read first (their profile picks the GT)
     result, text = invoke("evaluate", tmp_path / "d.json", "--gt", tmp_path / "gt.json")
     assert result.exit_code == 1
     assert f"{tmp_path / 'gt.json'}: Permission denied" in text and "Traceback" not in text
@@ -253,7 +253,7 @@ def test_batch_predict_writes_the_good_videos_and_lists_the_bad_one(tmp_path):
     broken.write_bytes(b"\x00\x00\x00 ftypisom not really a video")
     config, ckpt = small_config(tmp_path), small_checkpoint(tmp_path)
     out = tmp_path / "det.json"
-    result, text = invoke("predict", config, "-c", ckpt, "-o", out, "--device", "cpu",
+    result, text = invoke("predict", config, "--checkpoint", ckpt, "-o", out, "--device", "cpu",
                           "--video", good, "--video", broken)
     flat = " ".join(text.split())
     assert result.exit_code == 1, text
@@ -261,7 +261,7 @@ def test_batch_predict_writes_the_good_videos_and_lists_the_bad_one(tmp_path):
     assert list(json.loads(out.read_text())["results"]) == ["good"]
     # all-or-nothing: stops at the bad video, the earlier file stays as it was
     before = out.read_bytes()
-    result, text = invoke("predict", config, "-c", ckpt, "-o", out, "--device", "cpu",
+    result, text = invoke("predict", config, "--checkpoint", ckpt, "-o", out, "--device", "cpu",
                           "--video", broken, "--video", good, "--all-or-nothing")
     flat = " ".join(text.split())
     assert result.exit_code == 1 and "1 of 2 video(s) failed (stopped at the first); nothing was written" in flat

@@ -122,28 +122,28 @@ def anet_config(folder: Path, info: Path) -> Path:
 
 def prepare_thumos(folder: Path, name: str):
     anno, place = annotation_csv(folder, name)
-    return ["prepare", folder / "videos", folder / "out", "-a", anno, "-j", "1"], anno, place
+    return ["prepare", folder / "videos", folder / "out", "--annotations", anno, "-j", "1"], anno, place
 
 
 def prepare_anet(folder: Path, name: str):
     gt, place = anet_ground_truth(folder, name)
-    return ["prepare", folder / "videos", folder / "out", "-d", "anet", "-a", gt, "-j", "1"], gt, place
+    return ["prepare", folder / "videos", folder / "out", "--dataset", "anet", "--annotations", gt, "-j", "1"], gt, place
 
 
 def predict_thumos(folder: Path, name: str):
     info, place = video_info_csv(folder, name)
-    return ["predict", thumos_config(folder, info), "-c", folder / "model.ckpt", "--device", "cpu"], info, place
+    return ["predict", thumos_config(folder, info), "--checkpoint", folder / "model.ckpt", "--device", "cpu"], info, place
 
 
 def predict_anet(folder: Path, name: str):
     info, place = video_info_json(folder, name)
-    return ["predict", anet_config(folder, info), "-c", folder / "model.ckpt", "--device", "cpu"], info, place
+    return ["predict", anet_config(folder, info), "--checkpoint", folder / "model.ckpt", "--device", "cpu"], info, place
 
 
 def predict_anet_classifier(folder: Path, name: str):
     info, _ = video_info_json(folder, "good")
     classifier, place = classifier_json(folder, name)
-    args = ["predict", anet_config(folder, info), "-c", folder / "model.ckpt", "--device", "cpu",
+    args = ["predict", anet_config(folder, info), "--checkpoint", folder / "model.ckpt", "--device", "cpu",
             "--classifier", classifier]
     return args, classifier, place
 

@@ -109,10 +109,10 @@ def test_predict_arrays_batch_sizes_and_overrides(tmp_path):
         for label in {d["label"] for d in dets}:
             assert sum(d["label"] == label for d in dets) <= 3
         assert len(first[video]) > len(dets)
-    # the default output path comes from testing.output_path / output_json
-    r, t = invoke("predict", config, "--device", "cpu", "--limit", "1")
+    # without --output: a new run folder under --runs-dir
+    r, t = invoke("predict", config, "--device", "cpu", "--limit", "1", "--runs-dir", tmp_path / "runs")
     assert r.exit_code == 0, t
-    assert list(json.loads((tmp_path / "out" / "detection_results.json").read_text())["results"]) == ["vid_a"]
+    assert list(json.loads((tmp_path / "runs" / "exp" / "detections.json").read_text())["results"]) == ["vid_a"]
 
 
 def test_fuse_arrays_and_videos(tmp_path):

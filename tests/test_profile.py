@@ -126,10 +126,10 @@ def test_ground_truth_kind_comes_from_the_layout_not_the_class_names(tmp_path):
 def test_resolve_run_picks_config_and_best_else_last_checkpoint(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    with pytest.raises(ConfigError, match="without config.yaml"):
+    with pytest.raises(InputError, match="without config.yaml"):
         resolve_run(run)
     (run / "config.yaml").write_text("dataset: {}\n")
-    with pytest.raises(ConfigError, match="no checkpoint"):
+    with pytest.raises(InputError, match="no checkpoint"):
         resolve_run(run)
     for epoch in (2, 9, 10):
         (run / f"checkpoint-{epoch}.ckpt").write_bytes(b"x")

@@ -50,31 +50,31 @@ def evaluate_cli(*args: str):
 # ---------------------------------------------------------------- the page as data
 
 
-def test_report_numbers_equal_the_output_json(tmp_path):
+def test_report_numbers_equal_the_metrics_json_in_the_run_folder(tmp_path):
     result = evaluate_cli(EDGE_DETECTIONS, "--gt", EDGE_GT, "--subset", "test", "--tiou", "0.3,0.5,0.7",
-                          "--output", tmp_path / "metrics.json")
+                          "--runs-dir", tmp_path / "runs", "--name", "e")
     assert result.exit_code == 0, result.output
-    page = tmp_path / "report.html"  # default: beside --output
+    page = tmp_path / "runs" / "e" / "report.html"  # default: in the evaluate run folder
     assert f"report written to {page}" in result.output.replace("\n", "")
     data = embedded_data(page)
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "runs" / "e" / "metrics.json").read_text())
     assert data["runs"][0]["metrics"] == metrics
     assert data["thresholds"] == metrics["tiou_thresholds"]
     assert data["classes"] == ["X", "Y", "Z"] and [v["name"] for v in data["videos"]] == ["vA", "vB"]
     assert data["runs"][0]["read"] == 20
 
 
-def test_report_option_wins_over_the_default(tmp_path):
+def test_report_option_writes_where_asked(tmp_path):
     result = evaluate_cli(EDGE_DETECTIONS, "--gt", EDGE_GT, "--subset", "test", "--output", tmp_path / "m.json",
                           "--report", tmp_path / "elsewhere" / "page.html")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "elsewhere" / "page.html").is_file() and not (tmp_path / "report.html").exists()
 
 
-def test_no_report_without_report_or_output(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    result = evaluate_cli(EDGE_DETECTIONS, "--gt", EDGE_GT, "--subset", "test")
-    assert result.exit_code == 0 and "report written" not in result.output and not list(tmp_path.iterdir())
+def test_output_alone_writes_exactly_that_file(tmp_path):
+    result = evaluate_cli(EDGE_DETECTIONS, "--gt", EDGE_GT, "--subset", "test", "--output", tmp_path / "m.json")
+    assert result.exit_code == 0 and "report written" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
 
 
 def test_compare_two_detection_files(tmp_path):
@@ -93,10 +93,18 @@ def test_compare_two_detection_files(tmp_path):
     assert (before, after) == (0.0, 1.0)
 
 
-def test_compare_needs_a_report_path(tmp_path):
-    result = evaluate_cli("--compare", EDGE_DETECTIONS, EDGE_DETECTIONS, "--gt", EDGE_GT, "--subset", "test")
-    assert result.exit_code == 1
+def test_compare_with_output_needs_a_report_path(tmp_path):
+    result = evaluate_cli("--compare", EDGE_DETECTIONS, EDGE_DETECTIONS, "--gt", EDGE_GT, "--subset", "test",
+                          "--output", tmp_path / "m.json")
+    assert result.exit_code == 1 and not (tmp_path / "m.json").exists()
     assert "--report" in result.output and "Traceback" not in result.output
+
+
+def test_compare_writes_its_page_into_the_run_folder(tmp_path):
+    result = evaluate_cli("--compare", EDGE_DETECTIONS, EDGE_DETECTIONS, "--gt", EDGE_GT, "--subset", "test",
+                          "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert len(embedded_data(tmp_path / "runs" / "exp" / "report.html")["runs"]) == 2
 
 
 def test_run_folder_config_and_versions_are_shown(tmp_path):

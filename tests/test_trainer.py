@@ -32,10 +32,10 @@ def _metrics(run: Path) -> list[dict[str, str]]:
 
 
 def test_run_dir_auto_increments(tmp_path):
-    assert new_run_dir(tmp_path) == tmp_path / "exp"
+    assert new_run_dir(tmp_path) == tmp_path / "exp" and not (tmp_path / "exp").exists()  # train creates it
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp3").mkdir()
-    assert new_run_dir(tmp_path) == tmp_path / "exp2"
+    assert new_run_dir(tmp_path) == tmp_path / "exp4"  # after the highest: numbers follow the order of runs
     assert new_run_dir(tmp_path, "mine") == tmp_path / "mine"
 
 
@@ -201,7 +201,8 @@ def test_ddp_two_processes_on_cpu(tmp_path):
 def test_validation_keeps_the_best_checkpoint(tmp_path):
     from afsd_cli.engine.validation import validation_map
 
-    cfg = tiny_config(tmp_path, ["training.validate_every=1", "training.ssl=0"], max_epoch=2)
+    cfg = tiny_config(tmp_path, ["training.validate_every=1", "training.ssl=0", "training.keep_checkpoints=all"],
+                      max_epoch=2)
     scripted = iter([0.3, 0.1])
     result = train(cfg, tmp_path / "run", options=TrainOptions(device="cpu", max_steps_per_epoch=1),
                    validate=lambda model, epoch: next(scripted))

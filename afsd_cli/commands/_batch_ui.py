@@ -24,18 +24,23 @@ class BatchProgress:
         self.unit = unit
         self.task = None
         self.frames = 0
+        self.frames_by_name: dict[str, int] | None = None
+        self.reported: dict[str, int] = {}
         self.partial = 0  # work reported by on_clips for the item in progress
         self.started = time.perf_counter()
 
-    def on_start(self, total: int) -> None:
+    def on_start(self, total: int, frames_by_name: dict[str, int] | None = None) -> None:
+        """``frames_by_name`` (flow): the bar counts frames, moved by ``on_frames`` inside a video."""
         self.started = time.perf_counter()
+        self.frames_by_name = frames_by_name
+        self.reported: dict[str, int] = {}
+        total = total if frames_by_name is None else sum(frames_by_name.values())
         self.task = self.progress.add_task(self.description, total=total, rate="")
 
-    def on_result(self, result) -> None:
-        if result.status == "done":
-            self.frames += result.frames
-        self.partial = 0
-        self.progress.update(self.task, advance=1, rate=self._rate(self.frames))
+    def on_frames(self, name: str, pairs: int) -> None:
+        self.reported[name] = self.reported.get(name, 0) + pairs
+        self.frames += pairs
+        self.progress.update(self.task, advance=pairs, rate=self._rate(self.frames))
 
     def on_clips(self, count: int) -> None:
         """Work done inside the item in progress (extract reports every batch of clips)."""
@@ -48,6 +53,19 @@ class BatchProgress:
             return ""
         rate = work / elapsed
         return f"{rate:,.0f} {self.unit}/s" if rate >= 100 else f"{rate:.2g} {self.unit}/s"
+
+    def on_result(self, result) -> None:
+        self.partial = 0
+        if self.frames_by_name is None:
+            if result.status == "done":
+                self.frames += result.frames
+            self.progress.update(self.task, advance=1, rate=self._rate(self.frames))
+            return
+        # the video's remaining frames (the repeated last flow frame, or all of a skipped one)
+        rest = max(0, self.frames_by_name.get(result.name, 0) - self.reported.pop(result.name, 0))
+        if result.status == "done":
+            self.frames += rest
+        self.progress.update(self.task, advance=rest, rate=self._rate(self.frames))
 
 
 @contextmanager

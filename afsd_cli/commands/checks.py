@@ -14,7 +14,10 @@ def _version_rows() -> list[tuple[str, str]]:
     import numpy
     import torch
 
+    from afsd_cli import __version__
+
     rows = [
+        ("afsd", __version__),
         ("python", f"{platform.python_version()} ({sys.executable})"),
         ("torch", torch.__version__),
         ("CUDA (torch build)", torch.version.cuda or "none (CPU build)"),

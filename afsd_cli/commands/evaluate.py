@@ -34,7 +34,15 @@ def register(app: typer.Typer) -> None:
                        "or version, else the ground truth's layout: THUMOS14 CSV, ActivityNet JSON, other JSON = custom)."
         ),
         per_class: bool = typer.Option(False, "--per-class", help="Also print the AP of every class."),
-        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics as JSON here."),
+        output: Optional[Path] = typer.Option(
+            None, "--output", "-o",
+            help="Write the metrics JSON exactly here (no run folder); default: a new run folder "
+                 "runs/evaluate/<name>/metrics.json."),
+        name: Optional[str] = typer.Option(
+            None, "--name", help="Run folder name under --runs-dir (default: the next free exp, exp2, ...)."),
+        exist_ok: bool = typer.Option(False, "--exist-ok", help="Reuse the run folder --name if it exists."),
+        runs_dir: Optional[Path] = typer.Option(
+            None, "--runs-dir", help="Folder of the runs (default: runs/evaluate, or $AFSD_RUNS/evaluate)."),
         plot: Optional[Path] = typer.Option(
             None, "--plot", help="Folder for pr_curves.png and per_class_ap.png."
         ),
@@ -42,7 +50,7 @@ def register(app: typer.Typer) -> None:
             False, "--strict", help="Fail on detections of unknown videos or labels instead of dropping them."
         ),
         report: Optional[Path] = typer.Option(
-            None, "--report", help="Write the HTML report here (default with --output: report.html beside it).",
+            None, "--report", help="Write the HTML report here (default: report.html in the run folder; none with --output).",
             dir_okay=False,
         ),
         compare: Optional[Path] = typer.Option(
@@ -64,6 +72,7 @@ def register(app: typer.Typer) -> None:
         from afsd_cli.evaluation._malloc import retain_freed_memory
         from afsd_cli.evaluation.datasets import choose_evaluation, dataset_defaults
         from afsd_cli.io import write_json
+        from afsd_cli.runs import check_output_options, check_run_name, default_runs_dir, new_run_dir, write_env
 
         retain_freed_memory()  # this process only: NumPy temporaries without repeated page faults
 
@@ -73,8 +82,13 @@ def register(app: typer.Typer) -> None:
         if ties not in TIE_BREAKS:
             raise InputError(f"--ties: unknown tie-break {ties!r} (choose one of: {', '.join(TIE_BREAKS)})")
         thresholds = parse_tiou(tiou) if tiou is not None else None
-        report_path = _report_path(report, output, compare)
-        _check_outputs(output, plot, report_path)
+        check_output_options("evaluate", output, name, exist_ok)
+        base = runs_dir or default_runs_dir("evaluate")
+        check_run_name(base, name, exist_ok)
+        run_folder = None if output is not None else base / (name or ("exp" if exist_ok else ""))
+        if compare is not None and output is not None and report is None:
+            raise InputError("--compare writes an HTML page: with --output, say where with --report PATH.html")
+        _check_outputs(output, plot, run_folder, report)
         loaded = load_detections(detections)
         choice = choose_evaluation(loaded, dataset, subset, thresholds)
         ground_truth = load_ground_truth(gt, choice.subset, choice.dataset)
@@ -86,6 +100,12 @@ def register(app: typer.Typer) -> None:
             baseline_detections = load_detections(compare)
             baseline = (baseline_detections, evaluate_detections(
                 ground_truth, baseline_detections, choice.tiou_thresholds, strict=strict, tie_break=ties))
+        run_dir = None  # the run folder (None with --output): metrics.json, env.json
+        if output is None:  # claimed only now that there are metrics to write
+            run_dir = new_run_dir(base, name, exist_ok)
+            output = run_dir / METRICS_NAME
+            write_env(run_dir)
+        report_path = report if report is not None else (run_dir / REPORT_NAME if run_dir is not None else None)
 
         _print_choice(result, choice, tiou is not None, subset is not None)
         _print_summary(ground_truth, loaded, result, subset)
@@ -121,15 +141,26 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"cannot write plots: {exc.strerror or exc}", plot) from None
             for path in paths:
                 console.print(f"plot written to [bold]{escape(str(path))}[/]", emoji=False)
+        if run_dir is not None:
+            console.print(f"run folder: [bold]{escape(str(run_dir))}[/] ({METRICS_NAME}, {REPORT_NAME}, env.json)", emoji=False,
+                          highlight=False)
 
 
-def _check_outputs(output: Optional[Path], plot: Optional[Path], report: Optional[Path] = None) -> None:
-    """Unwritable outputs fail before the (possibly long) evaluation, not after it."""
+METRICS_NAME = "metrics.json"
+REPORT_NAME = "report.html"  # written in the run folder unless --report says elsewhere
+
+
+def _check_outputs(output: Optional[Path], plot: Optional[Path], run_folder: Optional[Path] = None,
+                   report: Optional[Path] = None) -> None:
+    """Unwritable outputs fail before the (possibly long) evaluation, not after it: ``output``,
+    or else the run folder to be (or the folder it will be created in), the report, the plots."""
     from afsd_cli.io import ensure_writable
 
     for path in (output, report):
         if path is not None:
             ensure_writable(path, kind="file")
+    if output is None and run_folder is not None:
+        ensure_writable(run_folder, kind="folder")
     if plot is not None:
         ensure_writable(plot, kind="folder")
 
@@ -145,19 +176,6 @@ def _print_choice(result, choice, explicit_tiou: bool, explicit_subset: bool) ->
         highlight=False, markup=False, emoji=False, soft_wrap=True,
     )
 
-
-
-def _report_path(report: Optional[Path], output: Optional[Path], compare: Optional[Path]) -> Optional[Path]:
-    """``--report``, else ``report.html`` beside ``--output``; a comparison needs one of them."""
-    from afsd_cli.errors import InputError
-
-    if report is not None:
-        return report
-    if output is not None:
-        return output.parent / "report.html"
-    if compare is not None:
-        raise InputError("--compare writes an HTML report: give --report PATH.html (or --output)")
-    return None
 
 
 def _run_name(path: Path, other: Optional[Path]) -> str:

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
             ..., help="Video files, folders of videos, or folders of RGB frame arrays <video>.npy (uint8 [T, H, W, 3])."),
         out_dir: Path = typer.Argument(..., help="OUT folder: OUT/<video>.npy (float32 [T', C]), features.json, manifest.json."),
         weights: Optional[Path] = typer.Option(
-            None, "--weights", "-w", help="RGB I3D weights (pytorch-i3d rgb_imagenet.pt) or an AFSD checkpoint (its backbone)."),
+            None, "--weights", help="RGB I3D weights (pytorch-i3d rgb_imagenet.pt) or an AFSD checkpoint (its backbone)."),
         flow_weights: Optional[Path] = typer.Option(
             None, "--flow-weights", help="Flow I3D weights (flow_imagenet.pt) or an AFSD flow checkpoint."),
         modality: Optional[str] = typer.Option(
@@ -43,8 +43,8 @@ def register(app: typer.Typer) -> None:
         size: int = typer.Option(224, "--size", min=8, max=1024, help="Side of the centre crop (videos are resized to a short side of size*256/224 first)."),
         fps: str = typer.Option("native", "--fps", help="native (every frame of the video) or N (resample videos to N fps)."),
         device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (CUDA when available)."),
-        amp: str = typer.Option("off", "--amp", help="off (float32), bf16 or fp16 (CUDA) autocast."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, max=4096, help="Clips per forward pass (default 8 on CPU, 32 on CUDA)."),
+        amp: str = typer.Option("off", "--amp", help="Mixed precision: off (float32), bf16 or fp16 (CUDA) autocast."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=4096, help="Clips per forward pass (default 8 on CPU, 32 on CUDA)."),
         jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=256, help="Worker processes (CPU: they share the cores; 1 uses every core in one process)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose features already exist."),
     ) -> None:

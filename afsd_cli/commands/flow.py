@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     def flow(
         rgb_dir: Path = typer.Argument(..., help="Folder of RGB uint8 [T, H, W, 3] .npy files (from `afsd prepare`)."),
         out_dir: Path = typer.Argument(..., help="Where the uint8 [T, H, W, 2] flow .npy files (same names) go."),
-        method: str = typer.Option("tvl1", "--method", "-m", help="tvl1 (ours, PyTorch), opencv-tvl1, dis or farneback."),
+        method: str = typer.Option("tvl1", "--method", help="tvl1 (ours, PyTorch), opencv-tvl1, dis or farneback."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda (the tvl1 method)."),
         jobs: Optional[int] = typer.Option(
             None, "--jobs", "-j", min=0, help="Parallel workers (default: every core on cpu, 1 on cuda; 0 = every core)."),
@@ -49,6 +49,7 @@ def register(app: typer.Typer) -> None:
             report = flow_files(
                 rgb_dir, out_dir, method=method, device=device, jpeg_quality=jpeg_quality, method_options=options, jobs=jobs,
                 backend=backend, overwrite=overwrite, on_start=ui.on_start, on_result=ui.on_result,
+                on_frames=ui.on_frames,
             )
         print_summary(report, f"flow ({method}, {device})")
         if not report.ok:

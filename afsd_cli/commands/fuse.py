@@ -10,21 +10,26 @@ import typer
 
 from afsd_cli.commands._common import handle_errors
 from afsd_cli.commands.predict import (
+    DETECTIONS_NAME,
     AllOrNothingOption,
-    AmpDtypeOption,
     AmpOption,
     BatchSizeOption,
     ClassifierOption,
     DeterministicOption,
     DeviceOption,
+    ExistOkOption,
+    FlowMethodOption,
     GroundTruthOption,
+    JobsOption,
     LimitOption,
+    NameOption,
     OutputOption,
     PlotOption,
-    WorkersOption,
+    amp_mode,
     check_outputs,
-    output_path_from,
+    record_run,
     run_plan,
+    runs_dir_option,
 )
 
 
@@ -36,27 +41,30 @@ def register(app: typer.Typer) -> None:
                                                 "training run folder."),
         overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides."),
         rgb_checkpoint: Optional[Path] = typer.Option(None, "--rgb-checkpoint",
-                                                      help="RGB weights or run folder; default: CONFIG's run "
-                                                           "folder, else testing.rgb_checkpoint_path."),
+                                                      help="RGB weights or training run folder; default: "
+                                                           "CONFIG's run folder, else testing.rgb_checkpoint_path."),
         flow_checkpoint: Optional[Path] = typer.Option(None, "--flow-checkpoint",
-                                                       help="Flow weights or run folder; default "
+                                                       help="Flow weights or training run folder; default "
                                                             "testing.flow_checkpoint_path."),
         rgb_data: Optional[Path] = typer.Option(None, "--rgb-data",
                                                 help="Folder of RGB arrays; default testing.rgb_data_path."),
         flow_data: Optional[Path] = typer.Option(None, "--flow-data",
                                                  help="Folder of flow arrays; default testing.flow_data_path."),
         output: OutputOption = None,
-        video: Optional[List[Path]] = typer.Option(None, "--video", "-v",
+        name: NameOption = None,
+        exist_ok: ExistOkOption = False,
+        runs_dir: Optional[Path] = runs_dir_option("fuse"),
+        video: Optional[List[Path]] = typer.Option(None, "--video",
                                                    help="Video file(s): frames decoded and flow computed in memory."),
+        flow_method: FlowMethodOption = None,
         classifier: ClassifierOption = None,
         batch_size: BatchSizeOption = None,
         device: DeviceOption = "auto",
-        amp: AmpOption = False,
-        amp_dtype: AmpDtypeOption = "bf16",
+        amp: AmpOption = "off",
         plot: PlotOption = None,
         gt: GroundTruthOption = None,
         limit: LimitOption = None,
-        workers: WorkersOption = 0,
+        jobs: JobsOption = 0,
         deterministic: DeterministicOption = False,
         all_or_nothing: AllOrNothingOption = False,
     ) -> None:
@@ -69,10 +77,12 @@ def register(app: typer.Typer) -> None:
         from afsd_cli.config import load_config
         from afsd_cli.engine.inference import plan_prediction
         from afsd_cli.errors import ConfigError
-        from afsd_cli.runs import resolve_checkpoint, resolve_run
+        from afsd_cli.io import ensure_writable
+        from afsd_cli.runs import output_destination, resolve_checkpoint, resolve_run
 
         config_path, run_rgb_checkpoint = resolve_run(config, rgb_checkpoint)
-        cfg = load_config(config_path, overrides or [])
+        overrides = list(overrides or []) + ([f"testing.flow_method={flow_method}"] if flow_method else [])
+        cfg = load_config(config_path, overrides)
         testing = cfg.testing
         rgb_ckpt = run_rgb_checkpoint or testing.rgb_checkpoint_path
         flow_ckpt = resolve_checkpoint(flow_checkpoint) or testing.flow_checkpoint_path
@@ -80,18 +90,28 @@ def register(app: typer.Typer) -> None:
             which = "--rgb-checkpoint" if not rgb_ckpt else "--flow-checkpoint"
             raise ConfigError(f"fusion needs both checkpoints: pass {which} (or set testing.rgb_checkpoint_path "
                               "and testing.flow_checkpoint_path)")
+        rgb_ckpt, flow_ckpt = resolve_checkpoint(rgb_ckpt), resolve_checkpoint(flow_ckpt)  # config values too
         # the RGB arrays default to the config's own data folder when it is an RGB config
         rgb_default = testing.rgb_data_path or (cfg.dataset.testing.video_data_path if cfg.model.in_channels == 3 else None)
         dirs = [] if video else [rgb_data or rgb_default, flow_data or testing.flow_data_path]
         if not video and not all(dirs):
             raise ConfigError("fusion needs both array folders: pass --rgb-data and --flow-data (or set "
                               "testing.rgb_data_path and testing.flow_data_path), or give --video files")
-        out = output_path_from(cfg, output)
-        check_outputs(out, plot)
+        folder, out = output_destination("fuse", output, runs_dir, name, exist_ok)
+        check_outputs(out, plot, "fuse", runs_dir, name, exist_ok)
         plan = plan_prediction(
             cfg, [rgb_ckpt, flow_ckpt], data_dirs=dirs, videos=video or [],
             classifier_path=classifier, batch_size=batch_size, device=device,
-            amp=amp_dtype if amp else None, limit=limit, deterministic=deterministic,
+            amp=amp_mode(amp), limit=limit, deterministic=deterministic,
         )
-        run_plan(plan, out, plot, gt, f"afsd fuse ({cfg.dataset.name}, RGB + flow, {plan.predictor.device})", workers,
-                 all_or_nothing)
+        title = f"afsd fuse ({cfg.dataset.name}, RGB + flow, {plan.predictor.device})"
+        if folder is None:
+            run_plan(plan, out, plot, gt, title, jobs, all_or_nothing)
+            return
+        data = {} if video else {"rgb_data_path": Path(dirs[0]), "flow_data_path": Path(dirs[1])}
+        with folder as run_dir:
+            ensure_writable(run_dir, kind="folder")  # the claimed folder itself, before the networks run
+            run_plan(plan, run_dir / DETECTIONS_NAME, plot, gt, title, jobs, all_or_nothing,
+                     written=lambda: record_run(run_dir, cfg, plan, rgb_checkpoint_path=Path(rgb_ckpt),
+                                                flow_checkpoint_path=Path(flow_ckpt), fusion=True,
+                                                batch_size=plan.predictor.batch_size, **data))

@@ -3,65 +3,99 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, List, Optional
+from typing import Annotated, Any, Callable, List, Optional
 
 import typer
 
+from rich.markup import escape
+
 from afsd_cli.commands._common import console, err_console, fail, handle_errors
 
-# The options `afsd predict` and `afsd fuse` share, declared once.
+# The options `afsd predict` and `afsd fuse` share, declared once (the vocabulary: README's option table).
 OutputOption = Annotated[Optional[Path], typer.Option(
-    "--output", "-o", help="Detections JSON; default testing.output_path/testing.output_json.")]
+    "--output", "-o", help="Write the detections JSON exactly here (no run folder); "
+                           "default: a new run folder runs/<command>/<name>/detections.json.")]
 ClassifierOption = Annotated[Optional[Path], typer.Option(
     "--classifier", help="ActivityNet video-level classification JSON (CUHK format).")]
 BatchSizeOption = Annotated[Optional[int], typer.Option(
-    "--batch-size", "-b", min=1, help="Windows per forward pass; default testing.batch_size.")]
+    "--batch-size", min=1, help="Windows per forward pass; default testing.batch_size.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (CUDA when available).")]
-AmpOption = Annotated[bool, typer.Option("--amp", help="Mixed precision on CUDA (see --amp-dtype).")]
-AmpDtypeOption = Annotated[str, typer.Option("--amp-dtype", help="bf16 or fp16.")]
+AmpOption = Annotated[str, typer.Option("--amp", help="Mixed precision on CUDA: off, bf16 or fp16.")]
 PlotOption = Annotated[Optional[Path], typer.Option(
     "--plot", help="Write a timeline PNG per video into this folder.")]
 GroundTruthOption = Annotated[Optional[Path], typer.Option(
     "--gt", help="Ground-truth JSON (ActivityNet layout) drawn in the plots.")]
 LimitOption = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N videos of the list.")]
-WorkersOption = Annotated[int, typer.Option(
-    "--workers", "-j", min=0, help="Processes for soft-NMS, overlapping the network (0: inline).")]
+JobsOption = Annotated[int, typer.Option(
+    "--jobs", "-j", min=0, help="Processes for soft-NMS, overlapping the network (0: inline).")]
 DeterministicOption = Annotated[bool, typer.Option(
     "--deterministic", help="Batch-size-independent fp32 results (slower convolution kernels).")]
+FlowMethodOption = Annotated[Optional[str], typer.Option(
+    "--flow-method", help="With --video and a flow model: tvl1, opencv-tvl1, dis or farneback; "
+                          "default testing.flow_method.")]
+NameOption = Annotated[Optional[str], typer.Option(
+    "--name", help="Run folder name under --runs-dir (default: the next free exp, exp2, ...).")]
+ExistOkOption = Annotated[bool, typer.Option("--exist-ok", help="Reuse the run folder --name if it exists.")]
+DETECTIONS_NAME = "detections.json"
 AllOrNothingOption = Annotated[bool, typer.Option(
     "--all-or-nothing", help="If any video fails, write no detections at all (default: write the videos "
                              "that succeeded, list the failures, exit 1).")]
 
 
-def check_outputs(output: Path, plot_dir: Optional[Path]) -> None:
-    """Fail now, not after inference, when the detections file or the plot folder cannot be written."""
+def check_outputs(output: Optional[Path], plot_dir: Optional[Path], command: str = "predict",
+                  runs_dir: Optional[Path] = None, name: Optional[str] = None, exist_ok: bool = False) -> None:
+    """Fail now, not after inference, when the outputs cannot be written: the detections file
+    (``--output``) or else the run folder (or the folder it will be created in), and the plot folder."""
     from afsd_cli.io import ensure_writable
+    from afsd_cli.runs import default_runs_dir
 
-    ensure_writable(output, kind="file")
+    if output is not None:
+        ensure_writable(output, kind="file")
+    else:
+        ensure_writable(Path(runs_dir or default_runs_dir(command)) / (name or ("exp" if exist_ok else "")),
+                        kind="folder")
     if plot_dir is not None:
         ensure_writable(plot_dir, kind="folder")
 
 
-def output_path_from(cfg: Any, output: Optional[Path]) -> Path:
+def runs_dir_option(command: str):
+    return typer.Option(None, "--runs-dir", help=f"Folder of the runs (default: runs/{command}, "
+                                                  f"or $AFSD_RUNS/{command}).")
+
+
+def amp_mode(value: str) -> str | None:
+    """``--amp off|bf16|fp16`` → the predictor's ``amp`` argument (``None`` = full precision)."""
+    from afsd_cli.commands._vocabulary import AMP_MODES
     from afsd_cli.errors import ConfigError
 
-    if output is not None:
-        return output
-    folder, name = cfg.testing.output_path, cfg.testing.output_json
-    if not folder:
-        raise ConfigError("no output file: pass --output FILE (or set testing.output_path)")
-    return Path(folder) / (name or "detection_results.json")
+    if value not in AMP_MODES:
+        raise ConfigError(f"--amp {value!r}: expected one of {', '.join(AMP_MODES)}")
+    return None if value == "off" else value
+
+
+def record_run(run_dir: Path, cfg: Any, plan: Any, **testing: Any) -> None:
+    """config.yaml (the run's checkpoint(s) and outputs) and env.json beside the detections."""
+    from afsd_cli.runs import torch_environment, write_env, write_run_config
+
+    write_run_config(run_dir, cfg, output_path=run_dir, output_json=DETECTIONS_NAME, **testing)
+    predictor = plan.predictor
+    write_env(run_dir, {**torch_environment(predictor.device), "amp": predictor.amp or "off",
+                        "batch_size": predictor.batch_size})
+    console.print(f"run folder: [bold]{escape(str(run_dir))}[/] ({DETECTIONS_NAME}, config.yaml, env.json)",
+                  highlight=False)
 
 
 def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optional[Path], title: str,
-             workers: int = 0, all_or_nothing: bool = False, stream: bool = False) -> None:
+             workers: int = 0, all_or_nothing: bool = False, stream: bool = False,
+             written: Optional[Callable[[], None]] = None) -> None:
     """Run a PredictionPlan with a progress bar, write the JSON atomically, print the summary.
 
     A video that fails during the run is listed and skipped: the others' detections are written
     and the exit code is 1 (``all_or_nothing``: nothing is written). Bad inputs found before the
     run (missing or malformed arrays) stop it before any network runs. ``stream``: JSON lines of
     each video's detections on stdout as they become known (engine/streaming.py), the summary on
-    stderr."""
+    stderr. ``written`` is called once the detections are written (also when some videos failed),
+    e.g. to record the run folder."""
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -97,7 +131,8 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
         console=err_console, transient=False,
     ) as progress:
         task = progress.add_task(title, total=len(plan.jobs), video="")
-        on_progress = _frame_progress(progress)
+        track_flow_progress(plan, progress)  # in-memory --video with a flow model: moves in frame pairs
+        on_progress = _frame_progress(progress)  # streamed --video: one bar per video, in frames
         on_region = _write_json_line if stream else None
         for result in _closing(predictor, predictor.run(plan.jobs, postprocess_workers=workers,
                                                         on_progress=on_progress, on_region=on_region)):
@@ -131,6 +166,8 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
 
     profile = plan.profile.to_dict() if getattr(plan, "profile", None) is not None else None
     write_json(output, results_document(results, plan.version, profile), indent=None)
+    if written is not None:
+        written()
 
     table = Table(title=title, show_header=True, header_style="bold")
     for column in ("videos", "windows", "detections", "seconds", "frames/s"):
@@ -178,6 +215,24 @@ def _write_json_line(item: Any) -> None:
     sys.stdout.flush()
 
 
+def track_flow_progress(plan: Any, progress: Any) -> None:
+    """A second bar, in frame pairs, for the optical flow computed on the fly from --video files."""
+    task = None
+    totals: dict[str, int] = {}
+
+    def advance(video: str, pairs: int, pairs_in_video: int) -> None:
+        nonlocal task
+        if video not in totals:
+            totals[video] = pairs_in_video
+            if task is None:
+                task = progress.add_task("optical flow (pairs)", total=pairs_in_video, video=video)
+            else:
+                progress.update(task, total=sum(totals.values()), video=video)
+        progress.update(task, advance=pairs)
+
+    plan.report_flow_progress(advance)
+
+
 def _closing(predictor: Any, results: Any):
     try:
         yield from results
@@ -192,22 +247,26 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Argument(..., help="YAML config (e.g. configs/thumos14.yaml) or a training run folder "
                                                 "(its config.yaml and best, else last, checkpoint)."),
         overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides, e.g. testing.top_k=200."),
-        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c",
-                                                  help="Weights (.ckpt, official or ours) or a run folder; default: the "
-                                                       "run folder's, else testing.checkpoint_path."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
+                                                  help="Weights (.ckpt, official or ours) or a training run folder "
+                                                       "(its best, else last checkpoint); default: CONFIG's run "
+                                                       "folder's, else testing.checkpoint_path."),
         output: OutputOption = None,
-        video: Optional[List[Path]] = typer.Option(None, "--video", "-v",
+        name: NameOption = None,
+        exist_ok: ExistOkOption = False,
+        runs_dir: Optional[Path] = runs_dir_option("predict"),
+        video: Optional[List[Path]] = typer.Option(None, "--video",
                                                    help="Video file(s) or folder(s) of videos to decode and run "
                                                         "directly (repeatable)."),
+        flow_method: FlowMethodOption = None,
         classifier: ClassifierOption = None,
         batch_size: BatchSizeOption = None,
         device: DeviceOption = "auto",
-        amp: AmpOption = False,
-        amp_dtype: AmpDtypeOption = "bf16",
+        amp: AmpOption = "off",
         plot: PlotOption = None,
         gt: GroundTruthOption = None,
         limit: LimitOption = None,
-        workers: WorkersOption = 0,
+        jobs: JobsOption = 0,
         deterministic: DeterministicOption = False,
         all_or_nothing: AllOrNothingOption = False,
         stream: bool = typer.Option(
@@ -224,22 +283,34 @@ def register(app: typer.Typer) -> None:
         `afsd prepare` did for this dataset (fps, frame size); flow models compute optical flow on
         the fly. The output records the dataset profile, which `afsd evaluate` reads. Video files are
         streamed: decoding overlaps the network and memory does not grow with their length.
+        Outputs go to a new run folder runs/predict/exp, exp2, ... (or exactly to --output).
         """
         from afsd_cli.config import load_config
         from afsd_cli.engine.inference import plan_prediction
-        from afsd_cli.runs import resolve_run
+        from afsd_cli.io import ensure_writable
+        from afsd_cli.runs import output_destination, resolve_checkpoint, resolve_run
 
         if stream and not video:
             raise fail("--stream needs video files (--video)")
         config_path, run_checkpoint = resolve_run(config, checkpoint)
-        cfg = load_config(config_path, overrides or [])
-        out = output_path_from(cfg, output)
-        check_outputs(out, plot)
+        overrides = list(overrides or []) + ([f"testing.flow_method={flow_method}"] if flow_method else [])
+        cfg = load_config(config_path, overrides)
+        folder, out = output_destination("predict", output, runs_dir, name, exist_ok)
+        check_outputs(out, plot, "predict", runs_dir, name, exist_ok)
+        weights = run_checkpoint or cfg.testing.checkpoint_path
+        weights = weights and resolve_checkpoint(weights)  # testing.checkpoint_path may be a run folder too
         plan = plan_prediction(
-            cfg, [run_checkpoint or cfg.testing.checkpoint_path], videos=video or [],
+            cfg, [weights], videos=video or [],
             classifier_path=classifier, batch_size=batch_size, device=device,
-            amp=amp_dtype if amp else None, limit=limit, deterministic=deterministic,
+            amp=amp_mode(amp), limit=limit, deterministic=deterministic,
         )
         kind = "flow" if plan.channels == [2] else "RGB"
-        run_plan(plan, out, plot, gt, f"afsd predict ({cfg.dataset.name}, {kind}, {plan.predictor.device})", workers,
-                 all_or_nothing, stream)
+        title = f"afsd predict ({cfg.dataset.name}, {kind}, {plan.predictor.device})"
+        if folder is None:
+            run_plan(plan, out, plot, gt, title, jobs, all_or_nothing, stream)
+            return
+        with folder as run_dir:
+            ensure_writable(run_dir, kind="folder")  # the claimed folder itself, before the network runs
+            run_plan(plan, run_dir / DETECTIONS_NAME, plot, gt, title, jobs, all_or_nothing, stream,
+                     written=lambda: record_run(run_dir, cfg, plan, checkpoint_path=Path(weights),
+                                                batch_size=plan.predictor.batch_size))

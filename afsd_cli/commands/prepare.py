@@ -17,12 +17,12 @@ def register(app: typer.Typer) -> None:
         video_dir: Optional[Path] = typer.Argument(None, help="Folder of video files (mp4, avi, mkv, webm, mov, ...)."),
         out_dir: Optional[Path] = typer.Argument(None, help="Where <video>.npy, the video-info file and manifest.json go."),
         dataset: Optional[str] = typer.Option(
-            None, "--dataset", "-d",
+            None, "--dataset",
             help="thumos14: 10 fps; anet: at most 768 frames per video; custom: your own dataset at --fps, "
                  "writing OUT_DIR/dataset.yaml. Default: custom for an annotation JSON or a "
                  "video,start,end,label CSV, else thumos14."),
         annotations: Optional[Path] = typer.Option(
-            None, "--annotations", "-a",
+            None, "--annotations",
             help="Your dataset's annotation JSON ({\"database\": {video: {subset, annotations}}}) or "
                  "video,start,end,label[,subset] CSV; the THUMOS14 annotation CSV (only its videos, sorted); "
                  "or, with --dataset anet, the ActivityNet GT JSON."),

@@ -10,9 +10,6 @@ import typer
 
 from afsd_cli.commands._common import console, err_console, handle_errors
 
-TERM_LABELS = {"loc": "loc", "conf": "conf", "prop_loc": "p_loc", "prop_conf": "p_conf", "center": "iou",
-               "start": "start", "end": "end", "trip": "trip"}
-
 
 def register(app: typer.Typer) -> None:
     @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -23,11 +20,16 @@ def register(app: typer.Typer) -> None:
             None, help="YAML config (official layout). Optional with --resume (the run's config.yaml is used)."),
         name: Optional[str] = typer.Option(None, "--name", help="run folder name (default: exp, exp2, ...)"),
         resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this folder after its last saved epoch"),
-        runs_dir: Path = typer.Option(Path("runs/train"), "--runs-dir", help="base folder of new runs"),
+        runs_dir: Optional[Path] = typer.Option(
+            None, "--runs-dir", help="Folder of the runs (default: runs/train, or $AFSD_RUNS/train)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (torchrun: one GPU per process)"),
         amp: Optional[str] = typer.Option(None, "--amp", help="off, bf16 or fp16 (default: training.amp)"),
-        workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader workers (default: training.num_workers)"),
-        max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="stop every epoch after this many steps (smoke runs)"),
+        batch_size: Optional[int] = typer.Option(
+            None, "--batch-size", min=1, help="Windows per step and process (default: training.batch_size)"),
+        jobs: Optional[int] = typer.Option(
+            None, "--jobs", "-j", min=0, help="DataLoader worker processes (default: training.num_workers)"),
+        max_steps: Optional[int] = typer.Option(
+            None, "--max-steps", min=1, help="stop every epoch after this many steps (smoke runs)"),
     ) -> None:
         """Train AFSD. Extra KEY=VALUE arguments override config keys, e.g. training.max_epoch=4.
 
@@ -53,17 +55,22 @@ def register(app: typer.Typer) -> None:
             if config is None:
                 raise ConfigError("a CONFIG file is needed (or --resume RUN_DIR)")
             config_path = config
-            from afsd_cli.engine.trainer import new_run_dir
+            from afsd_cli.runs import default_runs_dir, new_run_dir
 
-            run_dir = lambda: new_run_dir(runs_dir, name)  # noqa: E731 - evaluated on rank 0 only
+            base = runs_dir or default_runs_dir("train")
+            run_dir = lambda: new_run_dir(base, name, reuse_hint="continue it with --resume",  # noqa: E731 - rank 0 only
+                                          create=False)
+        if batch_size is not None:
+            overrides.append(f"training.batch_size={batch_size}")
         cfg = load_config(config_path, overrides)
         from afsd_cli.data.datasets import check_training_inputs
         from afsd_cli.io import ensure_writable
+        from afsd_cli.runs import default_runs_dir
 
         # a read-only or full disk fails now, not after the model and the data are loaded
-        ensure_writable(resume if resume is not None else runs_dir, kind="folder")
+        ensure_writable(resume if resume is not None else (runs_dir or default_runs_dir("train")), kind="folder")
         check_training_inputs(cfg)  # seconds, before any run folder or model exists
-        _run(cfg, run_dir, resume is not None, device, amp, workers, max_steps)
+        _run(cfg, run_dir, resume is not None, device, amp, jobs, max_steps)
 
 
 def _run(cfg, run_dir, resume: bool, device: str, amp: Optional[str], workers: Optional[int],
@@ -73,7 +80,9 @@ def _run(cfg, run_dir, resume: bool, device: str, amp: Optional[str], workers: O
     from rich.table import Table
     from rich.markup import escape
 
+    from afsd_cli.engine.losses import TERM_NAMES  # the names of metrics.csv and loss_curve.png too
     from afsd_cli.engine.trainer import TrainOptions, train
+    from afsd_cli.runs import epoch_checkpoints, epoch_states
 
     main_process = int(os.environ.get("RANK", "0")) == 0
     progress = Progress(
@@ -81,10 +90,10 @@ def _run(cfg, run_dir, resume: bool, device: str, amp: Optional[str], workers: O
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
         console=console, disable=not main_process, transient=False,
     )
-    task = None
+    task = validation_task = None
 
     def on_event(event: dict) -> None:
-        nonlocal task
+        nonlocal task, validation_task
         kind = event["kind"]
         if not main_process:
             return
@@ -93,8 +102,13 @@ def _run(cfg, run_dir, resume: bool, device: str, amp: Optional[str], workers: O
         elif kind == "step" and task is not None:
             losses = event["losses"]
             text = f"loss {losses['total']:.4g} (" + " ".join(
-                f"{TERM_LABELS[k]} {losses[k]:.3g}" for k in TERM_LABELS) + ")"
+                f"{k} {losses[k]:.3g}" for k in TERM_NAMES) + ")"
             progress.update(task, completed=event["step"], losses=text)
+        elif kind == "validation_progress":
+            if validation_task is None or event["done"] == 1:
+                validation_task = progress.add_task("validate", total=event["total"],
+                                                    epoch=f"{event['epoch']} validation", losses="videos")
+            progress.update(validation_task, completed=event["done"])
         elif kind == "validation":
             progress.console.print(f"epoch {event['epoch']}: validation mAP {event['map']:.4f}")
         elif kind in ("warning", "skipped_step"):
@@ -109,10 +123,10 @@ def _run(cfg, run_dir, resume: bool, device: str, amp: Optional[str], workers: O
     if not main_process:
         return
     table = Table(title="weighted loss per epoch (means)", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for column in ("ep", "total", *TERM_LABELS.values()):
+    for column in ("epoch", "total", *TERM_NAMES):
         table.add_column(column, justify="right", no_wrap=True)
     for row in result.epochs:
-        table.add_row(str(row["epoch"]), f"{row['total']:.4g}", *(f"{row[k]:.3g}" for k in TERM_LABELS))
+        table.add_row(str(row["epoch"]), f"{row['total']:.4g}", *(f"{row[k]:.3g}" for k in TERM_NAMES))
     console.print(table)
     for row in result.epochs[-1:]:
         val = row.get("val_map")
@@ -125,10 +139,14 @@ def _run(cfg, run_dir, resume: bool, device: str, amp: Optional[str], workers: O
         console.print(f"fp16: the gradient scaler skipped {amp_skipped} of {steps} optimiser steps (inf/NaN "
                       "gradients; it starts at scale 65536 and lowers it on the first steps, so a few are "
                       "normal; many mean fp16 overflows: use --amp bf16)", highlight=False, soft_wrap=True)
-    console.print(f"run folder: {result.run_dir}", soft_wrap=True, highlight=False, markup=False)
-    last = result.epochs[-1]["epoch"] if result.epochs else None
-    if last is not None:
-        console.print(f"checkpoint: {result.run_dir / f'checkpoint-{last}.ckpt'}", soft_wrap=True, highlight=False)
+    console.print(f"run folder: {result.run_dir} (config.yaml, env.json, metrics.csv, loss_curve.png)",
+                  soft_wrap=True, highlight=False, markup=False)
+    models = [path.name for _, path in sorted(epoch_checkpoints(result.run_dir).items())]
+    states = [f"training/{path.name}" for _, path in sorted(epoch_states(result.run_dir).items())]
+    console.print(f"kept: {', '.join(models + states)} (training.keep_checkpoints)", soft_wrap=True,
+                  highlight=False, markup=False)
     if result.best_epoch is not None:
         console.print(f"best validation mAP {result.best_map:.4f} at epoch {result.best_epoch}: "
                       f"{result.run_dir / 'checkpoint-best.ckpt'}", soft_wrap=True, highlight=False)
+    console.print(f"test it: afsd predict {result.run_dir / 'config.yaml'}", soft_wrap=True, highlight=False,
+                  markup=False)

@@ -8,9 +8,10 @@ the joblib workers.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -361,17 +362,73 @@ def _write_anet_info(info_path: Path, produced: dict[str, dict], gt: dict | None
 # flow
 
 
+def _frame_counts(sources: list[Path]) -> dict[str, int]:
+    """``{name: T}`` from the arrays' headers (0 for an unreadable one: it fails later, named)."""
+    counts = {}
+    for source in sources:
+        try:
+            shape = open_npy(source).shape
+            counts[source.stem] = int(shape[0]) if shape else 0
+        except (InputError, OSError, ValueError):
+            counts[source.stem] = 0
+    return counts
+
+
+@contextlib.contextmanager
+def _pair_reports(on_frames: Callable[[str, int], Any] | None, backend: str, jobs: int | None,
+                  tasks: int) -> Iterator[Any]:
+    """A queue the flow workers put ``(name, pairs)`` into, drained into ``on_frames`` by a thread.
+
+    In-process runs (sequential, threading, one loky job) get a plain queue, local process pools
+    a ``multiprocessing.Manager`` queue; remote backends (dask, ray) none."""
+    import queue as queues
+    import threading
+
+    if on_frames is None or tasks == 0 or backend not in ("sequential", "threading", "loky", "multiprocessing"):
+        yield None
+        return
+    in_process = backend in ("sequential", "threading") or (
+        backend == "loky" and (resolve_jobs(jobs) == 1 or tasks == 1))
+    manager = None
+    if in_process:
+        pairs: Any = queues.Queue()
+    else:
+        import multiprocessing
+
+        manager = multiprocessing.Manager()
+        pairs = manager.Queue()
+
+    def drain() -> None:
+        while (item := pairs.get()) is not None:
+            on_frames(*item)
+
+    thread = threading.Thread(target=drain, name="flow-progress", daemon=True)
+    thread.start()
+    try:
+        yield pairs
+    finally:
+        pairs.put(None)
+        thread.join()
+        if manager is not None:
+            manager.shutdown()
+
+
 def flow_one(source: str, target: str, method: str, device: str, jpeg_quality: int | None,
-             method_options: dict | None = None) -> dict:
-    """Read one RGB npy (memory-mapped), compute its flow, write ``uint8 [T, H, W, 2]``."""
+             method_options: dict | None = None, pair_queue: Any = None) -> dict:
+    """Read one RGB npy (memory-mapped), compute its flow, write ``uint8 [T, H, W, 2]``.
+
+    ``pair_queue`` (a queue, possibly a multiprocessing proxy) receives ``(name, pairs)`` as the
+    frame pairs are computed, so progress moves inside a long video."""
     frames = open_npy(source)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise InputError(f"expected uint8 [T, H, W, 3] RGB frames, got {frames.dtype} {list(frames.shape)}", source)
     from afsd_cli.data.flow import compute_flow
 
     try:
+        name = Path(source).stem
+        progress = None if pair_queue is None else (lambda pairs: pair_queue.put((name, pairs)))
         flow = compute_flow(np.asarray(frames), method=method, device=device, jpeg_quality=jpeg_quality,
-                            **(method_options or {}))
+                            progress=progress, **(method_options or {}))
     except InputError as exc:
         raise InputError(exc.message, source) from None
     expected = (*frames.shape[:3], 2)
@@ -394,10 +451,14 @@ def flow_files(
     overwrite: bool = False,
     on_start: Callable[[int], Any] | None = None,
     on_result: Callable[[TaskResult], Any] | None = None,
+    on_frames: Callable[[str, int], Any] | None = None,
 ) -> BatchReport:
     """Compute ``out_dir/<name>.npy`` flow for every ``rgb_dir/<name>.npy``.
 
     ``method_options`` go to ``compute_flow`` (e.g. ``{"preset": "fast", "compile": True}`` for tvl1).
+    ``on_frames(name, pairs)`` reports the frame pairs computed inside a video as they finish
+    (local backends; with dask/ray only ``on_result`` reports, per video); it also makes
+    ``on_start`` receive ``{name: frames}`` of every video as a second argument.
     """
     method_options = dict(method_options or {})
     rgb_dir, out_dir = Path(rgb_dir), Path(out_dir)
@@ -429,7 +490,7 @@ def flow_files(
                          "method_options": method_options})
     notes = [] if overwrite else manifest.changed_settings(("method", "jpeg_quality", "method_options"))
     if on_start is not None:
-        on_start(len(sources))
+        on_start(*((len(sources), _frame_counts(sources)) if on_frames is not None else (len(sources),)))
 
     results: dict[str, TaskResult] = {}
 
@@ -463,7 +524,10 @@ def flow_files(
         tasks.append(Task(name, flow_one, (str(source), str(target), method, device, jpeg_quality, method_options)))
 
     try:
-        run_batch(tasks, jobs=jobs, backend=backend, on_result=finish)
+        with _pair_reports(on_frames, backend, jobs, len(tasks)) as pair_queue:
+            if pair_queue is not None:
+                tasks = [Task(t.name, t.func, t.args, {**t.kwargs, "pair_queue": pair_queue}) for t in tasks]
+            run_batch(tasks, jobs=jobs, backend=backend, on_result=finish)
     finally:
         manifest.save()
     return BatchReport([results[s.stem] for s in sources], out_dir, manifest.path, notes=notes)

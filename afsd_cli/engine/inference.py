@@ -553,6 +553,7 @@ def video_file_jobs(paths: Sequence[str | Path], decode_options: dict[str, Any] 
 
         class _Loader:
             info: tuple[float, float] | None = None
+            on_flow_pairs: Callable[[str, int, int], Any] | None = None  # (video, pairs done, pairs in all)
 
             def __init__(self, path: Path):
                 self.path = path
@@ -571,7 +572,11 @@ def video_file_jobs(paths: Sequence[str | Path], decode_options: dict[str, Any] 
                         if flow is None:
                             from afsd_cli.data.flow import compute_flow
 
-                            flow = compute_flow(video.frames, method=flow_method, device=flow_device)
+                            report, total = self.on_flow_pairs, len(video.frames) - 1
+                            progress = None if report is None else (
+                                lambda pairs: report(self.path.stem, pairs, total))
+                            flow = compute_flow(video.frames, method=flow_method, device=flow_device,
+                                                progress=progress)
                         arrays.append(flow)
                 return arrays
 
@@ -615,6 +620,17 @@ class PredictionPlan:
     problems: list[str]  # bad inputs found before running (missing/malformed arrays)
     channels: list[int]
     profile: Any = None  # the DatasetProfile (its to_dict() goes into the output's metadata)
+
+    def report_flow_progress(self, callback: Callable[[str, int, int], Any]) -> bool:
+        """Have the on-the-fly flow of video files (flow models with ``--video``) call
+        ``callback(video, pairs_done, pairs_in_video)`` as frame pairs finish; ``False`` when no
+        job computes flow."""
+        loaders = [job.load for job in self.jobs if hasattr(job.load, "on_flow_pairs")]
+        if 2 not in self.channels or not loaders:
+            return False
+        for loader in loaders:
+            loader.on_flow_pairs = callback
+        return True
 
 
 def class_names_from_config(cfg: Any) -> tuple[str, ...]:

@@ -10,6 +10,10 @@ writing everything into one run folder:
 * ``training/state-{epoch}.pt``: optimiser, grad scaler, RNG states and bookkeeping, readable
   with ``torch.load(weights_only=True)``.
 
+Only the last epoch's model and state and ``checkpoint-best.ckpt`` are kept unless
+``training.keep_checkpoints`` asks for more (``afsd_cli.runs.prune_checkpoints``); the run's
+``config.yaml`` names the run's own checkpoint (``afsd_cli.runs.training_run_config``).
+
 Randomness is a function of ``(seed, epoch, index)`` (see ``afsd_cli.data.datasets``) and the
 per-epoch shuffle of ``DistributedSampler(seed)``; with the model and optimiser state restored a
 resumed run therefore continues with exactly the losses an uninterrupted one would have.
@@ -24,10 +28,8 @@ import csv
 import io
 import math
 import os
-import platform
 import random
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,7 @@ from torch import nn
 
 from afsd_cli.engine.losses import TERM_NAMES, LossSettings, consistency_loss, detection_losses, weighted_terms
 from afsd_cli.errors import ConfigError, TrainingError
+from afsd_cli.runs import parse_keep_checkpoints, prune_checkpoints, training_run_config
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -57,56 +60,28 @@ START_FILES = ("config.yaml", "profile.json", "env.json")
 
 def never_trained(path: Path) -> bool:
     """True for a run folder left by a start that died before its first checkpoint (e.g. SIGKILL):
-    nothing in it but ``START_FILES``, hidden temporary files and empty folders."""
-    for entry in path.rglob("*"):
-        if entry.is_dir() or entry.name in START_FILES or entry.name.startswith("."):
-            continue
-        return False
-    return True
+    nothing in it but ``START_FILES``, hidden temporary files and empty folders
+    (``afsd_cli.runs.is_unused_run_dir``)."""
+    from afsd_cli.runs import is_unused_run_dir
+
+    return is_unused_run_dir(path)
 
 
 def new_run_dir(base: str | Path = "runs/train", name: str | None = None) -> Path:
-    """``base/name`` (must not hold a trained run), or the next free ``base/exp``, ``exp2``, ``exp3``..."""
-    base = Path(base)
-    if name:
-        path = base / name
-        if path.exists() and not path.is_dir():
-            raise ConfigError(f"run folder {path} is a file; pick another --name")
-        if path.exists() and not never_trained(path):
-            raise ConfigError(f"run folder {path} already exists; pick another --name or use --resume {path}")
-        return path
-    taken = set()
-    if base.is_dir():
-        for child in base.iterdir():
-            match = re.fullmatch(r"exp(\d*)", child.name)
-            if match:
-                taken.add(int(match.group(1) or 1))
-    number = 1
-    while number in taken:
-        number += 1
-    return base / ("exp" if number == 1 else f"exp{number}")
+    """``afsd_cli.runs.new_run_dir`` for training (not created: ``train`` creates it, so that a
+    failed start can remove it again); kept here for the old import."""
+    from afsd_cli.runs import new_run_dir as next_free
+
+    return next_free(base, name, reuse_hint="continue it with --resume", create=False)
 
 
 def environment_report(device: torch.device, world_size: int = 1, amp: str = "off") -> dict[str, Any]:
-    report: dict[str, Any] = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "cuda_available": torch.cuda.is_available(),
-        "cuda": torch.version.cuda,
-        "device": str(device),
-        "world_size": world_size,
-        "amp": amp,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "argv": sys.argv,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    if device.type == "cuda":
-        report["gpu"] = torch.cuda.get_device_name(device)
-        report["cudnn"] = torch.backends.cudnn.version()
-    return report
+    """``env.json`` of a training run: afsd version, interpreter, command line, torch, devices,
+    and when it started."""
+    from afsd_cli.runs import environment, torch_environment
+
+    return environment({**torch_environment(device), "world_size": world_size, "amp": amp,
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def seed_everything(seed: int) -> None:
@@ -492,6 +467,7 @@ def train(
         skip_nonfinite = bool(getattr(training, "skip_nonfinite", False))
         validate_every = int(getattr(training, "validate_every", 0) or 0)
         checkpoint_every = int(getattr(training, "checkpoint_every", 1) or 1)
+        keep_every = parse_keep_checkpoints(getattr(training, "keep_checkpoints", None))
         clip_frames = int(model.spec.clip_length)
         result = TrainResult(run_dir, rows, best["epoch"], best["map"])
 
@@ -584,6 +560,9 @@ def train(
                         "rng": rng_state(),
                         "best": best,
                     })
+                # retention: the last (and best) epoch by default, see afsd_cli/runs.py
+                prune_checkpoints(run_dir, keep_every, from_epoch=start_epoch - 1)
+                training_run_config(run_dir, cfg)
                 _write_metrics(run_dir / "metrics.csv", rows)
                 plot_loss_curve(run_dir / "loss_curve.png", rows)
             emit({"kind": "epoch_end", "epoch": epoch, "metrics": row})
@@ -618,7 +597,7 @@ def _start_run_folder(run_dir: Path, resume: bool, cfg: Any, environment: dict[s
         remove_stale_temp_files(folder)  # e.g. a half-written state-N.pt of a killed run
     if resume:
         environment = _with_resume_record(run_dir / "env.json", environment)
-    cfg.save(run_dir / "config.yaml")
+    training_run_config(run_dir, cfg)
     from afsd_cli.profile import resolve_profile
 
     write_json(run_dir / "profile.json", resolve_profile(cfg).to_dict())  # what the dataset is
@@ -686,6 +665,8 @@ def default_validation(cfg: Any, run_dir: Path, device: torch.device, emit: Call
             emit({"kind": "warning", "message": "validation is not available in this build; skipped"})
             return None
         return validation_map(cfg, run_dir / f"checkpoint-{epoch}.ckpt",
-                              run_dir / "validation" / f"epoch-{epoch}.json", device=str(device))
+                              run_dir / "validation" / f"epoch-{epoch}.json", device=str(device),
+                              progress=lambda done, total: emit({"kind": "validation_progress", "epoch": epoch,
+                                                                 "done": done, "total": total}))
 
     return run

@@ -18,6 +18,8 @@ from afsd_cli.errors import ConfigError, InputError
 
 # Frame pairs solved at once by ``tvl1``: on a GPU a batch costs as many sequential steps as
 # its slowest pair, so big batches are what make it fast (4096 pairs of 112x112 ≈ 5 GB).
+Progress = Callable[[int], Any]  # called with the number of frame pairs just computed
+
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_CUDA_BATCH_SIZE = 4096
 MIN_SIDE = 4
@@ -132,7 +134,7 @@ def compute_flow_float(frames: np.ndarray, method: str = "tvl1", device: str = "
 
 
 def _flow_of_grey(grey: np.ndarray, method: str, device: str, batch_size: int | None,
-                  method_options: dict[str, Any]) -> np.ndarray:
+                  method_options: dict[str, Any], progress: Progress | None = None) -> np.ndarray:
     if method not in METHOD_DESCRIPTIONS:
         raise ConfigError(f"unknown flow method {method!r} (choose from {', '.join(METHODS)})")
     available, reason = available_methods()[method]
@@ -148,17 +150,17 @@ def _flow_of_grey(grey: np.ndarray, method: str, device: str, batch_size: int | 
     if method == "tvl1":
         from afsd_cli.data.flow.tvl1 import tvl1_flow_frames
 
-        return tvl1_flow_frames(grey, device=device, batch_size=int(batch_size), **method_options)
+        return tvl1_flow_frames(grey, device=device, batch_size=int(batch_size), progress=progress, **method_options)
     from afsd_cli.data.flow import opencv_backends
 
     backend = {"farneback": opencv_backends.farneback_flow, "dis": opencv_backends.dis_flow,
                "opencv-tvl1": opencv_backends.opencv_tvl1_flow}[method]
-    return backend(grey, **method_options)
+    return backend(grey, progress=progress, **method_options)
 
 
 def compute_flow(frames: np.ndarray, method: str = "tvl1", device: str = "cpu",
                  jpeg_quality: int | None = None, batch_size: int | None = None,
-                 **method_options: Any) -> np.ndarray:
+                 progress: Progress | None = None, **method_options: Any) -> np.ndarray:
     """RGB uint8 ``[T, H, W, 3]`` → quantised flow uint8 ``[T, H, W, 2]`` (x, y).
 
     ``flow[t]`` maps frame ``t`` to ``t+1`` (x > 0: motion to the right); the last flow is
@@ -168,6 +170,7 @@ def compute_flow(frames: np.ndarray, method: str = "tvl1", device: str = "cpu",
     ``batch_size`` is the number of frame pairs the ``tvl1`` method solves at once (default 64
     on the CPU, 4096 on CUDA);
     ``method_options`` go to the method (e.g. ``preset="fast"`` or ``warps=3`` for ``tvl1``).
+    ``progress(pairs)`` is called with the number of frame pairs just computed, as they finish.
     Raises InputError for bad frames, ConfigError for an unknown/unavailable method, a bad
     option or device.
     """
@@ -181,7 +184,7 @@ def compute_flow(frames: np.ndarray, method: str = "tvl1", device: str = "cpu",
         frames = np.stack([jpeg_round_trip(np.ascontiguousarray(frame[..., ::-1]), quality)[..., ::-1]
                            for frame in frames])
     grey = to_grey(frames)
-    flow = _flow_of_grey(grey, method, device, batch_size, method_options)
+    flow = _flow_of_grey(grey, method, device, batch_size, method_options, progress)
     t, h, w = grey.shape
     quantized = np.empty((t, h, w, 2), dtype=np.uint8)
     if len(flow) == 0:

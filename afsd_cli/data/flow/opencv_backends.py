@@ -37,14 +37,16 @@ def _check_options(method: str, options: dict[str, Any], allowed: set[str]) -> N
                           f"(known: {', '.join(sorted(allowed))})")
 
 
-def _pairwise(method: str, grey: np.ndarray,
-              one_pair: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+def _pairwise(method: str, grey: np.ndarray, one_pair: Callable[[np.ndarray, np.ndarray], np.ndarray],
+              progress: Callable[[int], Any] | None = None) -> np.ndarray:
     import cv2
 
     flows = np.empty((max(len(grey) - 1, 0), *grey.shape[1:], 2), dtype=np.float32)
     try:
         for t in range(len(grey) - 1):
             flows[t] = one_pair(grey[t], grey[t + 1])
+            if progress is not None and (t % 8 == 7 or t == len(grey) - 2):  # every 8 pairs, and the rest
+                progress(t % 8 + 1)
     except (cv2.error, TypeError) as exc:
         # The frames were validated already: what OpenCV rejects here are the options.
         raise ConfigError(f"OpenCV rejected the options of flow method {method!r}: "
@@ -52,15 +54,16 @@ def _pairwise(method: str, grey: np.ndarray,
     return flows
 
 
-def farneback_flow(grey: np.ndarray, **options: Any) -> np.ndarray:
+def farneback_flow(grey: np.ndarray, progress: Callable[[int], Any] | None = None, **options: Any) -> np.ndarray:
     import cv2
 
     _check_options("farneback", options, set(FARNEBACK_DEFAULTS))
     params = {**FARNEBACK_DEFAULTS, **options}
-    return _pairwise("farneback", grey, lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, **params))
+    return _pairwise("farneback", grey, lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, **params), progress)
 
 
-def dis_flow(grey: np.ndarray, preset: str = "medium", **options: Any) -> np.ndarray:
+def dis_flow(grey: np.ndarray, preset: str = "medium", progress: Callable[[int], Any] | None = None,
+             **options: Any) -> np.ndarray:
     import cv2
 
     _check_options("dis", options, set())
@@ -70,7 +73,7 @@ def dis_flow(grey: np.ndarray, preset: str = "medium", **options: Any) -> np.nda
             "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
             "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[preset]
     dis = cv2.DISOpticalFlow_create(code)
-    return _pairwise("dis", grey, lambda a, b: dis.calc(a, b, None))
+    return _pairwise("dis", grey, lambda a, b: dis.calc(a, b, None), progress)
 
 
 def opencv_tvl1_available() -> tuple[bool, str]:
@@ -83,7 +86,7 @@ def opencv_tvl1_available() -> tuple[bool, str]:
     return True, f"opencv-contrib {cv2.__version__}"
 
 
-def opencv_tvl1_flow(grey: np.ndarray, **options: Any) -> np.ndarray:
+def opencv_tvl1_flow(grey: np.ndarray, progress: Callable[[int], Any] | None = None, **options: Any) -> np.ndarray:
     import cv2
 
     available, reason = opencv_tvl1_available()
@@ -95,4 +98,4 @@ def opencv_tvl1_flow(grey: np.ndarray, **options: Any) -> np.ndarray:
         tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**params)
     except (cv2.error, TypeError) as exc:
         raise ConfigError(f"OpenCV rejected the options of flow method 'opencv-tvl1': {exc}") from None
-    return _pairwise("opencv-tvl1", grey, lambda a, b: tvl1.calc(a, b, None))
+    return _pairwise("opencv-tvl1", grey, lambda a, b: tvl1.calc(a, b, None), progress)

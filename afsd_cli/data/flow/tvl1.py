@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -374,7 +374,8 @@ def tvl1_flow(i0: torch.Tensor, i1: torch.Tensor, params: TVL1Params | None = No
 
 
 def tvl1_flow_frames(grey: np.ndarray, device: str = "cpu", batch_size: int = 64,
-                     preset: str = "opencv", compile: bool = False, **options: Any) -> np.ndarray:
+                     preset: str = "opencv", compile: bool = False, progress: Callable[[int], Any] | None = None,
+                     **options: Any) -> np.ndarray:
     """Flow of the consecutive pairs of grey uint8 frames ``[T, H, W]`` → ``[T-1, H, W, 2]``."""
     params = make_params(preset, **options)
     frames = torch.from_numpy(np.ascontiguousarray(grey)).to(device=device, dtype=torch.float32)
@@ -385,4 +386,6 @@ def tvl1_flow_frames(grey: np.ndarray, device: str = "cpu", batch_size: int = 64
             stop = min(start + batch_size, len(grey) - 1)
             flow = solver(frames[start:stop], frames[start + 1: stop + 1])
             out[start:stop] = flow.cpu().numpy()
+            if progress is not None:
+                progress(stop - start)
     return out
