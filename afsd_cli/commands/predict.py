@@ -22,7 +22,8 @@ AmpDtypeOption = Annotated[str, typer.Option("--amp-dtype", help="bf16 or fp16."
 PlotOption = Annotated[Optional[Path], typer.Option(
     "--plot", help="Write a timeline PNG per video into this folder.")]
 GroundTruthOption = Annotated[Optional[Path], typer.Option(
-    "--gt", help="Ground truth drawn in the plots: ActivityNet-style JSON or THUMOS14 annotation CSV (as evaluate --gt).")]
+    "--gt", help="Ground truth drawn in the plots: ActivityNet-style JSON or THUMOS14 annotation CSV "
+                 "(as evaluate --gt).")]
 LimitOption = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N videos of the list.")]
 WorkersOption = Annotated[int, typer.Option(
     "--workers", "-j", min=0, help="Processes for soft-NMS, overlapping the network (0: inline).")]

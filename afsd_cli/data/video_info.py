@@ -81,7 +81,8 @@ def read_anet_ground_truth(path: str | Path) -> dict[str, dict]:
             entry["duration"] = listed.duration
         database[video] = entry
     for instance in truth.instances:
-        database[instance.video]["annotations"].append({"segment": [instance.start, instance.end], "label": instance.label})
+        annotation = {"segment": [instance.start, instance.end], "label": instance.label}
+        database[instance.video]["annotations"].append(annotation)
     return database
 
 

@@ -3,8 +3,9 @@
 :func:`read_ground_truth_file` reads either file whole (every subset) into a
 :class:`GroundTruthFile`; evaluation, the timeline plots of ``predict``/``fuse --gt`` and
 ``afsd prepare`` all read ground truth through it. Evaluation then keeps one subset as
-:class:`GroundTruth` (:func:`select_subset`). As in the official evaluator, a video belongs to the evaluated set only if it has at least one
-annotation in that subset, and classes are numbered in order of first appearance.
+:class:`GroundTruth` (:func:`select_subset`). As in the official evaluator, a video belongs to
+the evaluated set only if it has at least one annotation in that subset, and classes are
+numbered in order of first appearance.
 """
 
 from __future__ import annotations
@@ -155,7 +156,9 @@ def ground_truth_from_dict(
     return select_subset(ground_truth_file_from_dict(data, source), subset, dataset)
 
 
-def ground_truth_file_from_dict(data: Any, source: str = "<ground truth>", require_subset: bool = True) -> GroundTruthFile:
+def ground_truth_file_from_dict(
+    data: Any, source: str = "<ground truth>", require_subset: bool = True
+) -> GroundTruthFile:
     """Validate an ActivityNet-style ``{"database": {video: {subset, annotations}}}`` object."""
     if not isinstance(data, Mapping):
         raise InputError(f"expected a JSON object with a 'database' key, got {type_name(data)}", source)
