@@ -51,3 +51,19 @@ def shown_name(name: str) -> str:
     if len(name) > SHOWN_NAME_CHARS:
         return repr(name[:SHOWN_NAME_CHARS]) + f"... ({len(name)} characters)"
     return repr(name)
+
+
+#: ActivityNet's video files are ``v_<youtube id>``; its ground truth, classifier file and the
+#: official result files name the video by the id alone (official ``anet/test.py``: ``video_name[2:]``).
+ANET_FILE_PREFIX = "v_"
+
+
+def without_v_prefix(video: str) -> str:
+    """The ActivityNet id of a video file stem: ``video`` without a leading ``v_``."""
+    return video[len(ANET_FILE_PREFIX):] if video.startswith(ANET_FILE_PREFIX) else video
+
+
+def video_id_spellings(video: str) -> tuple[str, ...]:
+    """The keys a file may use for ``video``, best first: as given, without ``v_``, with ``v_``."""
+    spellings = [video, without_v_prefix(video), ANET_FILE_PREFIX + video]
+    return tuple(dict.fromkeys(spellings))

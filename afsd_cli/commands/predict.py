@@ -24,7 +24,8 @@ AmpOption = Annotated[str, typer.Option("--amp", help="Mixed precision on CUDA: 
 PlotOption = Annotated[Optional[Path], typer.Option(
     "--plot", help="Write a timeline PNG per video into this folder.")]
 GroundTruthOption = Annotated[Optional[Path], typer.Option(
-    "--gt", help="Ground-truth JSON (ActivityNet layout) drawn in the plots.")]
+    "--gt", help="Ground truth drawn in the plots: ActivityNet-style JSON or THUMOS14 annotation CSV "
+                 "(as evaluate --gt).")]
 LimitOption = Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N videos of the list.")]
 JobsOption = Annotated[int, typer.Option(
     "--jobs", "-j", min=0, help="Processes for soft-NMS, overlapping the network (0: inline).")]

@@ -184,6 +184,20 @@ def read_thumos_annotations(
     return annotations
 
 
+def read_anet_info_entries(path: str | Path) -> dict[str, dict]:
+    """The ``{video: entry}`` object of a ``video_info_train_val.json`` (also under a ``database``
+    key), video names checked; the one reader of that file (training, testing, ``afsd prepare``)."""
+    path = Path(path)
+    data = read_json(path, "video-info JSON")
+    if isinstance(data, dict) and "database" in data and isinstance(data["database"], dict):
+        data = data["database"]
+    if not isinstance(data, dict):
+        raise InputError("expected a JSON object mapping video ids to entries", path)
+    for number, video in enumerate(data, start=1):
+        check_video_name(video, str(path), f"entry {number}")
+    return data
+
+
 def read_anet_video_info(
     path: str | Path, subset: str = "training", binary: bool = True
 ) -> tuple[dict[str, VideoInfo], dict[str, list[Annotation]]]:
@@ -195,15 +209,9 @@ def read_anet_video_info(
     get no annotation entry.
     """
     path = Path(path)
-    data = read_json(path, "video-info JSON")
-    if isinstance(data, dict) and "database" in data and isinstance(data["database"], dict):
-        data = data["database"]
-    if not isinstance(data, dict):
-        raise InputError("expected a JSON object mapping video ids to entries", path)
     infos: dict[str, VideoInfo] = {}
     annotations: dict[str, list[Annotation]] = {}
-    for number, (video, entry) in enumerate(data.items(), start=1):
-        check_video_name(video, str(path), f"entry {number}")
+    for video, entry in read_anet_info_entries(path).items():
         if not isinstance(entry, dict) or "subset" not in entry:
             raise InputError(f"video {video!r}: entry without a 'subset'", path)
         if entry["subset"] != subset:

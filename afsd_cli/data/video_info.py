@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from afsd_cli.errors import InputError
-from afsd_cli.io import read_json, read_text, write_json, write_text
-from afsd_cli.names import check_video_name
+from afsd_cli.io import read_text, write_json, write_text
+from afsd_cli.names import check_video_name, video_id_spellings
 
 THUMOS_INFO_COLUMNS = ("video", "fps", "sample_fps", "count", "sample_count")
 
@@ -69,24 +69,26 @@ def read_annotated_thumos_videos(path: str | Path) -> list[str]:
 
 
 def read_anet_ground_truth(path: str | Path) -> dict[str, dict]:
-    """An ActivityNet-style GT JSON: ``{"database": {id: {...}}}`` or directly ``{id: {...}}``."""
-    path = Path(path)
-    data = read_json(path, "annotation JSON")
-    database = data.get("database", data) if isinstance(data, dict) else None
-    if not isinstance(database, dict) or not all(isinstance(v, dict) for v in database.values()):
-        raise InputError("annotation JSON must map video ids to objects (optionally under `database`)", path)
-    within = "database entry" if database is not data else "entry"
-    for number, video in enumerate(database, start=1):
-        check_video_name(video, str(path), f"{within} {number}")
+    """The videos of an ActivityNet-style GT JSON (``{"database": {id: {...}}}``), read by the
+    evaluation's reader, as ``{id: {"subset", "duration"?, "annotations": [{"segment", "label"}]}}``."""
+    from afsd_cli.evaluation.ground_truth import read_ground_truth_file
+
+    truth = read_ground_truth_file(path, "annotation JSON", require_subset=False)
+    database: dict[str, dict] = {}
+    for video, listed in truth.videos.items():
+        entry: dict = {"subset": listed.subset, "annotations": []}
+        if listed.duration is not None:
+            entry["duration"] = listed.duration
+        database[video] = entry
+    for instance in truth.instances:
+        annotation = {"segment": [instance.start, instance.end], "label": instance.label}
+        database[instance.video]["annotations"].append(annotation)
     return database
 
 
 def anet_key_for(database: Mapping[str, dict], video: str) -> str | None:
     """The GT key of a video file stem; ActivityNet ids are stored with or without ``v_``."""
-    for key in (video, video[2:] if video.startswith("v_") else None, f"v_{video}"):
-        if key is not None and key in database:
-            return key
-    return None
+    return next((key for key in video_id_spellings(video) if key in database), None)
 
 
 def anet_entry_for(database: Mapping[str, dict], video: str) -> dict | None:
@@ -138,15 +140,11 @@ def read_class_names(path: str | Path) -> list[str]:
 
 
 def load_anet_video_info(path: str | Path) -> dict[str, dict]:
-    """The raw ``{video: entry}`` object of an info JSON we wrote (to merge into on resume);
-    training reads it through :func:`afsd_cli.data.annotations.read_anet_video_info`."""
-    path = Path(path)
-    data = read_json(path, "video-info JSON")
-    if not isinstance(data, dict):
-        raise InputError("video-info JSON must be an object keyed by video name", path)
-    for number, video in enumerate(data, start=1):
-        check_video_name(video, str(path), f"entry {number}")
-    return data
+    """The raw ``{video: entry}`` object of an info JSON we wrote (to merge into on resume),
+    read by the training reader's :func:`afsd_cli.data.annotations.read_anet_info_entries`."""
+    from afsd_cli.data.annotations import read_anet_info_entries
+
+    return read_anet_info_entries(path)
 
 
 def write_anet_video_info(path: str | Path, infos: Mapping[str, dict]) -> Path:

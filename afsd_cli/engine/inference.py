@@ -38,7 +38,7 @@ from afsd_cli.engine.postprocess import (
 from afsd_cli.data.npy import check_frames, open_frames
 from afsd_cli.errors import CheckpointError, ConfigError, InputError
 from afsd_cli.io import read_json
-from afsd_cli.names import check_video_name
+from afsd_cli.names import check_video_name, without_v_prefix
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -162,8 +162,7 @@ class Classifier:
     source: str
 
     def top1(self, video: str) -> tuple[str, float] | None:
-        key = video[2:] if video.startswith("v_") else video
-        scores = self.scores.get(key, self.scores.get(video))
+        scores = self.scores.get(without_v_prefix(video), self.scores.get(video))
         if scores is None:
             return None
         best = int(np.argmax(scores))
@@ -508,7 +507,7 @@ def array_jobs(infos: Sequence[Any], data_dirs: Sequence[str | Path], channels: 
 
         duration = info.duration if getattr(info, "duration", None) else (
             info.count / info.fps if info.fps else info.sample_count / info.sample_fps)
-        key = info.name[2:] if strip_v_prefix and info.name.startswith("v_") else info.name
+        key = without_v_prefix(info.name) if strip_v_prefix else info.name
         jobs.append(VideoJob(info.name, load, float(info.sample_fps), float(duration), key, str(paths[0])))
     return jobs
 

@@ -7,27 +7,29 @@ from typing import Any, Sequence
 
 from afsd_cli.errors import InputError
 from afsd_cli.io import read_json
-from afsd_cli.names import check_video_name
+from afsd_cli.names import without_v_prefix
 
 
 def read_ground_truth(path: str | Path) -> dict[str, list[tuple[float, float, str]]]:
-    """ActivityNet-layout GT (``{"database": {video: {"annotations": [{segment, label}]}}}``)
-    → ``video -> [(start_s, end_s, label)]`` (keys also without a ``v_`` prefix)."""
+    """``video -> [(start_s, end_s, label)]`` of every subset of a ground-truth file, read by the
+    evaluation's reader (the ActivityNet-style JSON, or the THUMOS14 annotation CSV as
+    ``evaluate --gt`` takes it); each video also under its other ``v_`` spelling."""
+    from afsd_cli.evaluation.ground_truth import ground_truth_file_from_dict, read_ground_truth_file
+
     path = Path(path)
-    data = read_json(path, "ground-truth file")
-    try:
-        database = data["database"] if "database" in data else data
-        out: dict[str, list[tuple[float, float, str]]] = {}
-        for number, (video, entry) in enumerate(database.items(), start=1):
-            check_video_name(video, str(path), f"entry {number}")
-            rows = [(float(a["segment"][0]), float(a["segment"][1]), str(a["label"]))
-                    for a in entry.get("annotations", [])]
-            out[video] = rows
-            if video.startswith("v_"):
-                out.setdefault(video[2:], rows)
-        return out
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InputError(f"not an ActivityNet-style ground-truth JSON ({type(exc).__name__}: {exc})", path) from None
+    if path.suffix.lower() == ".csv":
+        truth = read_ground_truth_file(path)
+    else:
+        data = read_json(path, "ground-truth file")
+        try:  # drawing needs no subset: entries may omit it
+            truth = ground_truth_file_from_dict(data, str(path), require_subset=False)
+        except InputError as exc:
+            raise InputError(f"not an ActivityNet-style ground-truth JSON: {exc.message}", path) from None
+    out: dict[str, list[tuple[float, float, str]]] = {}
+    for video, rows in truth.instances_by_video().items():
+        out[video] = rows
+        out.setdefault(without_v_prefix(video), rows)
+    return out
 
 
 def plot_timeline(path: str | Path, video: str, detections: Sequence[dict[str, Any]],

@@ -1,8 +1,11 @@
-"""Ground truth for evaluation: ActivityNet-style JSON or the THUMOS14 annotation CSV.
+"""Ground truth: the one reader of the ActivityNet-style JSON and the THUMOS14 annotation CSV.
 
-Both become one in-memory form, :class:`GroundTruth`, restricted to one subset. As in the
-official evaluator, a video belongs to the evaluated set only if it has at least one
-annotation in that subset, and classes are numbered in order of first appearance.
+:func:`read_ground_truth_file` reads either file whole (every subset) into a
+:class:`GroundTruthFile`; evaluation, the timeline plots of ``predict``/``fuse --gt`` and
+``afsd prepare`` all read ground truth through it. Evaluation then keeps one subset as
+:class:`GroundTruth` (:func:`select_subset`). As in the official evaluator, a video belongs to
+the evaluated set only if it has at least one annotation in that subset, and classes are
+numbered in order of first appearance.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
@@ -83,6 +86,59 @@ class _Builder:
         )
 
 
+class GroundTruthInstance(NamedTuple):
+    """One annotated action of a ground-truth file (seconds); ``subset`` None where the file has none."""
+
+    video: str
+    subset: str | None
+    label: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class ListedVideo:
+    """A video a ground-truth file lists, annotated or not."""
+
+    subset: str | None
+    duration: float | None  # seconds; None where absent or unusable
+
+
+@dataclass(frozen=True)
+class GroundTruthFile:
+    """Everything a ground-truth file says, every subset kept: the one reader's result.
+
+    Evaluation selects one subset of it (:func:`select_subset`); the timeline plots
+    (``engine/plots.py``) and ``afsd prepare`` (``data/video_info.py``) read it whole.
+    """
+
+    source: str
+    instances: tuple[GroundTruthInstance, ...]  # file order; THUMOS14 ``Ambiguous`` rows left out
+    videos: dict[str, ListedVideo]  # every video named, in file order
+    subset_counts: dict[str, int]  # JSON: videos per subset; CSV: rows per subset (when it has the column)
+    layout_kind: str  # the dataset kind the layout says (profile.kind_from_ground_truth_layout)
+    is_csv: bool = False
+    has_subsets: bool = True
+    skipped_ambiguous: int = 0
+
+    def instances_by_video(self) -> dict[str, list[tuple[float, float, str]]]:
+        """``video -> [(start s, end s, label)]`` over every subset, videos in file order."""
+        out: dict[str, list[tuple[float, float, str]]] = {name: [] for name in self.videos}
+        for instance in self.instances:
+            out.setdefault(instance.video, []).append((instance.start, instance.end, instance.label))
+        return out
+
+
+def read_ground_truth_file(path: str | Path, what: str = "JSON file", require_subset: bool = True) -> GroundTruthFile:
+    """Read a ground-truth file whole (``.csv``: THUMOS14 annotation CSV; anything else: the
+    ActivityNet-style JSON). ``what`` names the file in a not-found/empty/malformed message;
+    ``require_subset=False`` lets JSON entries omit ``subset`` (drawing needs none)."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path)
+    return ground_truth_file_from_dict(read_json(path, what), str(path), require_subset)
+
+
 def load_ground_truth(path: str | Path, subset: str | None = None, dataset: str | None = None) -> GroundTruth:
     """Read a ground-truth file (``.csv``: THUMOS14 annotation CSV; anything else: JSON).
 
@@ -90,16 +146,20 @@ def load_ground_truth(path: str | Path, subset: str | None = None, dataset: str 
     (see :func:`afsd_cli.evaluation.datasets.detect_dataset`). Raises ``InputError`` naming
     the file and the place of the first problem.
     """
-    path = Path(path)
-    if path.suffix.lower() == ".csv":
-        return _load_csv(path, subset, dataset)
-    return ground_truth_from_dict(read_json(path), subset, dataset, source=str(path))
+    return select_subset(read_ground_truth_file(path), subset, dataset)
 
 
 def ground_truth_from_dict(
     data: Any, subset: str | None = None, dataset: str | None = None, source: str = "<ground truth>"
 ) -> GroundTruth:
     """Validate an already loaded ActivityNet-style ``{"database": {video: {subset, annotations}}}``."""
+    return select_subset(ground_truth_file_from_dict(data, source), subset, dataset)
+
+
+def ground_truth_file_from_dict(
+    data: Any, source: str = "<ground truth>", require_subset: bool = True
+) -> GroundTruthFile:
+    """Validate an ActivityNet-style ``{"database": {video: {subset, annotations}}}`` object."""
     if not isinstance(data, Mapping):
         raise InputError(f"expected a JSON object with a 'database' key, got {type_name(data)}", source)
     database = data.get("database")
@@ -108,57 +168,89 @@ def ground_truth_from_dict(
     if not isinstance(database, Mapping):
         raise InputError(f"database: expected an object of videos, got {type_name(database)}", source)
 
-    entries = []  # (video, subset, [(label, start, end)], duration or None) validated, in file order
+    instances: list[GroundTruthInstance] = []
+    videos: dict[str, ListedVideo] = {}
+    counts: dict[str, int] = {}
     for number, (video, entry) in enumerate(database.items(), start=1):
         check_video_name(video, source, f"database entry {number}")
         where = f"database[{video!r}]"
         if not isinstance(entry, Mapping):
             raise InputError(f"{where}: expected an object, got {type_name(entry)}", source)
-        for key in ("subset", "annotations"):
+        for key in ("subset", "annotations") if require_subset else ("annotations",):
             if key not in entry:
                 raise InputError(f"{where}: missing key {key!r}", source)
-        if not isinstance(entry["subset"], str):
-            raise InputError(f"{where}['subset']: expected a string, got {type_name(entry['subset'])}", source)
+        subset = entry.get("subset")
+        if not isinstance(subset, str) and (subset is not None or require_subset):
+            raise InputError(f"{where}['subset']: expected a string, got {type_name(subset)}", source)
         annotations = entry["annotations"]
         if not isinstance(annotations, list):
             raise InputError(f"{where}['annotations']: expected a list, got {type_name(annotations)}", source)
-        instances = []
         for i, ann in enumerate(annotations):
-            here = f"{where}['annotations'][{i}]"
-            if not isinstance(ann, Mapping):
-                raise InputError(f"{here}: expected an object, got {type_name(ann)}", source)
-            for key in ("segment", "label"):
-                if key not in ann:
-                    raise InputError(f"{here}: missing key {key!r}", source)
-            if not isinstance(ann["label"], str):
-                raise InputError(f"{here}['label']: expected a string, got {type_name(ann['label'])}", source)
-            try:
-                start, end = read_segment(ann["segment"])
-            except ValueError as exc:
-                raise InputError(f"{here}: {exc}", source) from None
-            instances.append((ann["label"], start, end))
-        entries.append((video, entry["subset"], instances, _duration(entry.get("duration"))))
+            label, start, end = _json_instance(ann, f"{where}['annotations'][{i}]", source)
+            instances.append(GroundTruthInstance(video, subset, label, start, end))
+        videos[video] = ListedVideo(subset, _duration(entry.get("duration")))
+        if subset is not None:
+            counts[subset] = counts.get(subset, 0) + 1
+    return GroundTruthFile(source=source, instances=tuple(instances), videos=videos, subset_counts=counts,
+                           layout_kind=detect_dataset(data))
 
-    counts: dict[str, int] = {}
-    for _, name, _, _ in entries:
-        counts[name] = counts.get(name, 0) + 1
+
+def _json_instance(ann: Any, here: str, source: str) -> tuple[str, float, float]:
+    """``(label, start, end)`` of one ``{"segment": [start, end], "label": name}`` annotation."""
+    if not isinstance(ann, Mapping):
+        raise InputError(f"{here}: expected an object, got {type_name(ann)}", source)
+    for key in ("segment", "label"):
+        if key not in ann:
+            raise InputError(f"{here}: missing key {key!r}", source)
+    if not isinstance(ann["label"], str):
+        raise InputError(f"{here}['label']: expected a string, got {type_name(ann['label'])}", source)
+    try:
+        start, end = read_segment(ann["segment"])
+    except ValueError as exc:
+        raise InputError(f"{here}: {exc}", source) from None
+    return ann["label"], start, end
+
+
+def select_subset(file: GroundTruthFile, subset: str | None = None, dataset: str | None = None) -> GroundTruth:
+    """The instances of one subset as a :class:`GroundTruth`, as the official evaluator keeps them."""
+    if file.is_csv:
+        return _select_csv_subset(file, subset, dataset)
     if dataset is None:
-        dataset = detect_dataset(data)
+        dataset = file.layout_kind
     default_subset(dataset, ())  # an unknown dataset name fails here, before the subset search
-    subset = default_subset(dataset, counts) if subset is None else subset
-
+    subset = default_subset(dataset, file.subset_counts) if subset is None else subset
     builder = _Builder()
-    for video, name, instances, duration in entries:
-        if name != subset:
-            continue
-        if instances and duration is not None:
-            builder.durations[video] = duration
-        for label, start, end in instances:
-            builder.add(video, label, start, end)
+    for instance in file.instances:
+        if instance.subset == subset:
+            builder.add(instance.video, instance.label, instance.start, instance.end)
+    builder.durations = {video: listed.duration for video, listed in file.videos.items()
+                         if video in builder.video_ids and listed.duration is not None}
     if not builder.starts:
-        available = ", ".join(f"{k!r} ({v} videos)" for k, v in counts.items()) or "none"
-        raise InputError(f"no annotated video in subset {subset!r} (subsets in the file: {available})", source)
-    return builder.build(subset=subset, dataset=dataset, source=source, subset_counts=counts)
+        available = ", ".join(f"{k!r} ({v} videos)" for k, v in file.subset_counts.items()) or "none"
+        raise InputError(f"no annotated video in subset {subset!r} (subsets in the file: {available})", file.source)
+    return builder.build(subset=subset, dataset=dataset, source=file.source, subset_counts=file.subset_counts)
+
+
+def _select_csv_subset(file: GroundTruthFile, subset: str | None, dataset: str | None) -> GroundTruth:
+    """The CSV holds one split and has no subset column, so ``subset`` only filters when the
+    file has a ``subset`` column."""
+    if file.has_subsets and subset is None:
+        subset = default_subset(dataset or "thumos14", ())
+    builder = _Builder()
+    for instance in file.instances:
+        if file.has_subsets and subset is not None and instance.subset != subset:
+            continue
+        builder.add(instance.video, instance.label, instance.start, instance.end)
+    if not builder.starts:
+        where = f" in subset {subset!r}" if file.has_subsets and subset is not None else ""
+        raise InputError(f"no annotation rows{where}", file.source)
+    return builder.build(
+        subset=subset if file.has_subsets else None,
+        dataset=dataset or file.layout_kind,
+        source=file.source,
+        skipped_ambiguous=file.skipped_ambiguous,
+        subset_counts=file.subset_counts,
+    )
 
 
 def _duration(value: Any) -> float | None:
@@ -171,19 +263,17 @@ def _duration(value: Any) -> float | None:
     return seconds if seconds > 0 else None
 
 
-def _load_csv(path: Path, subset: str | None, dataset: str | None) -> GroundTruth:
+def _read_csv(path: Path) -> GroundTruthFile:
     """THUMOS14 ``video,type,type_idx,start,end,...`` rows (seconds); ``Ambiguous`` rows are skipped.
-
-    The CSV holds one split and has no subset column, so ``subset`` only filters when the file
-    has a ``subset`` column.
-    """
+    An optional ``subset`` column names each row's subset."""
     try:
         handle = path.open(newline="", encoding="utf-8-sig")
     except FileNotFoundError:
         raise InputError("file not found", path) from None
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", path) from None
-    builder = _Builder()
+    instances: list[GroundTruthInstance] = []
+    videos: dict[str, ListedVideo] = {}
     skipped = 0
     counts: dict[str, int] = {}
     with handle:
@@ -201,8 +291,6 @@ def _load_csv(path: Path, subset: str | None, dataset: str | None) -> GroundTrut
                     path,
                 )
             has_subset = "subset" in header
-            if has_subset and subset is None:
-                subset = default_subset(dataset or "thumos14", ())
             for row in reader:
                 line = reader.line_num
                 if None in row or any(row[c] is None for c in CSV_COLUMNS):
@@ -211,6 +299,8 @@ def _load_csv(path: Path, subset: str | None, dataset: str | None) -> GroundTrut
                 check_video_name(video, str(path), f"line {line}")
                 if not label:
                     raise InputError(f"line {line}: empty type", path)
+                row_subset = row["subset"].strip() if has_subset else None
+                videos.setdefault(video, ListedVideo(row_subset, None))
                 if label.lower() == "ambiguous" or (row.get("type_idx") or "").strip() == "0":
                     skipped += 1
                     continue
@@ -218,23 +308,13 @@ def _load_csv(path: Path, subset: str | None, dataset: str | None) -> GroundTrut
                     start, end = read_segment([row["start"].strip(), row["end"].strip()])
                 except ValueError as exc:
                     raise InputError(f"line {line}: {exc}", path) from None
-                row_subset = row["subset"].strip() if has_subset else None
                 if row_subset is not None:
                     counts[row_subset] = counts.get(row_subset, 0) + 1
-                    if subset is not None and row_subset != subset:
-                        continue
-                builder.add(video, label, start, end)
+                instances.append(GroundTruthInstance(video, row_subset, label, start, end))
         except UnicodeDecodeError as exc:
             raise InputError(f"not UTF-8 text (byte {exc.start})", path) from None
         except csv.Error as exc:
             raise InputError(f"malformed CSV: {exc}", path) from None
-    if not builder.starts:
-        where = f" in subset {subset!r}" if has_subset and subset is not None else ""
-        raise InputError(f"no annotation rows{where}", path)
-    return builder.build(
-        subset=subset if has_subset else None,
-        dataset=dataset or detect_dataset(None, from_csv=True),
-        source=str(path),
-        skipped_ambiguous=skipped,
-        subset_counts=counts,
-    )
+    return GroundTruthFile(source=str(path), instances=tuple(instances), videos=videos, subset_counts=counts,
+                           layout_kind=detect_dataset(None, from_csv=True), is_csv=True, has_subsets=has_subset,
+                           skipped_ambiguous=skipped)
