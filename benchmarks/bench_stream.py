@@ -153,8 +153,8 @@ def overlap(folder: Path, args: argparse.Namespace) -> None:
     decode_run = timed([python, __file__, "_decode_only", str(video)], extensions)
     memory_run = timed([python, __file__, "_in_memory", str(config), str(checkpoint), str(video),
                         str(folder / "overlap_memory.json")], extensions)
-    stream_run = timed([python, "-m", "afsd_cli", "predict", str(config), "-c", str(checkpoint), "--video", str(video),
-                        "-o", str(folder / "overlap_stream.json"), "--device", "cpu", "-b", str(args.batch_size)],
+    stream_run = timed([python, "-m", "afsd_cli", "predict", str(config), "--checkpoint", str(checkpoint), "--video", str(video),
+                        "-o", str(folder / "overlap_stream.json"), "--device", "cpu", "--batch-size", str(args.batch_size)],
                        extensions)
     _, network = stage_times(memory_run["text"])
     print(f"{args.overlap_minutes:g} min of {args.overlap_size} mp4v at 10 fps, batch {args.batch_size}:\n")
@@ -211,8 +211,8 @@ def main() -> None:
         rows = []
         for minutes, path in videos.items():
             out = folder / f"stream_{minutes:g}.json"
-            run = timed([python, "-m", "afsd_cli", "predict", str(config), "-c", str(checkpoint), "--video", str(path),
-                         "-o", str(out), "--device", "cpu", "-b", str(args.batch_size)], extensions)
+            run = timed([python, "-m", "afsd_cli", "predict", str(config), "--checkpoint", str(checkpoint), "--video", str(path),
+                         "-o", str(out), "--device", "cpu", "--batch-size", str(args.batch_size)], extensions)
             decode, network = stage_times(run["text"])
             rows.append(("streaming", minutes, run["rss_mib"], run["wall"], decode, network, out))
             print(f"streaming {minutes:g} min: {run['rss_mib']:.0f} MiB, {run['wall']:.0f} s", file=sys.stderr)

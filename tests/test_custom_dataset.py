@@ -77,7 +77,7 @@ def test_prepare_writes_arrays_and_a_complete_config(dataset):
 def run(dataset) -> Path:
     runs = dataset / "runs"
     result = invoke("train", dataset / "data" / "dataset.yaml", "--name", "mine", "--runs-dir", runs,
-                    "--device", "cpu", "--workers", "0", "--max-steps", "2", "training.max_epoch=1", *CLIPS)
+                    "--device", "cpu", "--jobs", "0", "--max-steps", "2", "training.max_epoch=1", *CLIPS)
     assert result.exit_code == 0, result.output
     return runs / "mine"
 

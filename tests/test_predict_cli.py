@@ -99,7 +99,7 @@ def test_predict_arrays_batch_sizes_and_overrides(tmp_path):
     config = small_config(tmp_path, checkpoint_path=small_checkpoint(tmp_path))
     out1, out3 = tmp_path / "b1.json", tmp_path / "b3.json"
     r1, t1 = invoke("predict", config, "--output", out1, "--device", "cpu")
-    r3, t3 = invoke("predict", config, "testing.top_k=3", "--output", out3, "--device", "cpu", "-b", "3")
+    r3, t3 = invoke("predict", config, "testing.top_k=3", "--output", out3, "--device", "cpu", "--batch-size", "3")
     assert r1.exit_code == 0, t1
     assert r3.exit_code == 0, t3
     first, capped = json.loads(out1.read_text())["results"], json.loads(out3.read_text())["results"]
