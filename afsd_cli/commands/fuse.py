@@ -81,7 +81,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"fusion needs both checkpoints: pass {which} (or set testing.rgb_checkpoint_path "
                               "and testing.flow_checkpoint_path)")
         # the RGB arrays default to the config's own data folder when it is an RGB config
-        rgb_default = testing.rgb_data_path or (cfg.dataset.testing.video_data_path if cfg.model.in_channels == 3 else None)
+        rgb_default = testing.rgb_data_path or (cfg.dataset.testing.video_data_path
+                                                 if cfg.model.in_channels == 3 or cfg.model.input == "features" else None)
         dirs = [] if video else [rgb_data or rgb_default, flow_data or testing.flow_data_path]
         if not video and not all(dirs):
             raise ConfigError("fusion needs both array folders: pass --rgb-data and --flow-data (or set "
