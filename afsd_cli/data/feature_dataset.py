@@ -370,6 +370,7 @@ def write_feature_dataset_config(out_dir: str | Path, annotations_path: str | Pa
                 "clip_length": numbers["clip_length"], "clip_stride": stride}
 
     testing = {**split(test, numbers["test_stride"]), "gt_path": anno}
+    del testing["clip_length"]  # follows the training window (config.py), so one override sets both
     config = {
         "paths_relative_to": "config",
         "dataset": {
