@@ -276,3 +276,20 @@ def test_predict_refuses_video_files_for_a_feature_model(feature_set, tmp_path):
                                  "--video", str(video), "--output", str(tmp_path / "o.json")])
     assert result.exit_code != 0
     assert "feature model" in result.output and "Traceback" not in result.output
+
+
+def test_a_missing_feature_array_is_one_line_naming_it(feature_set, tmp_path):
+    folder, anno = feature_set
+    config = write_feature_dataset_config(folder, anno)
+    from afsd_cli.model import save_checkpoint
+
+    checkpoint = save_checkpoint(build_model(load_config(config, list(SMALL))), tmp_path / "m.ckpt")
+    (folder / "clip0.npy").unlink()  # a training video
+    (folder / "clip5.npy").unlink()  # a validation video
+    for argv, missing in ((["train", config, "--runs-dir", tmp_path / "runs", *SMALL], "clip0.npy"),
+                          (["predict", config, *SMALL, "--checkpoint", checkpoint, "--output", tmp_path / "o.json"],
+                           "clip5.npy")):
+        result = runner.invoke(app, [str(a) for a in argv])
+        assert result.exit_code != 0
+        assert f"{missing} not found" in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "o.json").exists()
