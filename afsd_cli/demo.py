@@ -46,9 +46,9 @@ DEMO_PRESET = (
     "training.lw=3.0",  # THUMOS14 uses 10; less weight on boundaries: classification converges in few steps
     "training.num_workers=0",
 )
-#: The feature run (docs/features.md): 8-frame clips every 2 frames (5 features/s at 10 fps), so a
+#: The feature run (docs/features.md): 4-frame clips every 2 frames (5 features/s at 10 fps), so a
 #: window of 16 features spans the 3.2 s of the frame windows; the network is the same head.
-FEATURE_EXTRACTION = ("--clip-frames", "8", "--stride", "2", "--size", "32")
+FEATURE_EXTRACTION = ("--clip-frames", "4", "--stride", "2", "--size", "32")
 FEATURE_PRESET = (
     "dataset.training.clip_length=16", "dataset.training.clip_stride=4",
     "dataset.testing.clip_length=16", "dataset.testing.clip_stride=8",
