@@ -293,3 +293,32 @@ def test_a_missing_feature_array_is_one_line_naming_it(feature_set, tmp_path):
         assert result.exit_code != 0
         assert f"{missing} not found" in result.output and "Traceback" not in result.output, result.output
     assert not (tmp_path / "runs").exists() and not (tmp_path / "o.json").exists()
+
+
+def test_extract_with_annotations_then_train_on_the_features(tmp_path):
+    """`afsd extract ARRAYS OUT --weights AFSD_CHECKPOINT --annotations` → OUT/dataset.yaml → `afsd train`
+    (the demo's path, on two tiny frame arrays and a random-weight RGB checkpoint)."""
+    from afsd_cli.model import save_checkpoint, thumos14_spec
+
+    torch.manual_seed(0)
+    rgb = save_checkpoint(AFSD(thumos14_spec(num_classes=3, clip_length=32, crop_size=32)), tmp_path / "rgb.ckpt")
+    arrays = tmp_path / "frames"
+    arrays.mkdir()
+    rng = np.random.default_rng(0)
+    database = {}
+    for index, subset in enumerate(("training", "validation")):
+        np.save(arrays / f"v{index}.npy", rng.integers(0, 255, size=(40, 36, 36, 3), dtype=np.uint8))
+        database[f"v{index}"] = {"subset": subset, "annotations": [{"label": "jump", "segment": [1.0, 2.5]}]}
+    anno = tmp_path / "anno.json"
+    anno.write_text(json.dumps({"database": database}))
+    out = tmp_path / "feats"
+    cli("extract", arrays, out, "--weights", rgb, "--clip-frames", 4, "--stride", 2, "--size", 32, "--fps", 10,
+        "--device", "cpu", "--annotations", anno)
+    cfg = load_config(out / "dataset.yaml", ["dataset.training.clip_length=8", "dataset.training.clip_stride=2"])
+    assert cfg.model.input == "features" and cfg.model.feature_dim == 1024
+    videos = split_feature_videos(cfg, resolve_profile(cfg), "training")
+    assert list(videos) == ["v0"] and videos["v0"].count == (40 - 4) // 2 + 1 and videos["v0"].fps == 10.0
+    cli("train", out / "dataset.yaml", "--runs-dir", tmp_path / "runs", "--name", "f", "--device", "cpu",
+        "--max-steps", "1", "dataset.training.clip_length=8", "dataset.training.clip_stride=2", "dataset.testing.clip_stride=4",
+        "training.max_epoch=1", "training.num_workers=0")
+    assert (tmp_path / "runs" / "f" / "checkpoint-1.ckpt").is_file()
