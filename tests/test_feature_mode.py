@@ -322,3 +322,14 @@ def test_extract_with_annotations_then_train_on_the_features(tmp_path):
         "--max-steps", "1", "dataset.training.clip_length=8", "dataset.training.clip_stride=2", "dataset.testing.clip_stride=4",
         "training.max_epoch=1", "training.num_workers=0")
     assert (tmp_path / "runs" / "f" / "checkpoint-1.ckpt").is_file()
+
+
+def test_profiles_written_before_the_feature_keys_still_read_as_frames(feature_set):
+    from afsd_cli.profile import DatasetProfile
+
+    folder, anno = feature_set
+    written = resolve_profile(load_config(write_feature_dataset_config(folder, anno))).to_dict()
+    assert DatasetProfile.from_dict(written).feature_clip_frames == CLIP_FRAMES
+    older = {k: v for k, v in written.items() if not (k == "input" or k.startswith("feature_"))}
+    profile = DatasetProfile.from_dict(older)
+    assert profile.input == "frames" and profile.network_frames_per_step == 1
