@@ -157,8 +157,8 @@ def _split_fields(testing: bool = False) -> dict[str, Field]:
         "video_anno_path": Field("path", None, help="annotation CSV"),
         "video_data_path": Field("path", None, help="folder of frame arrays <video>.npy"),
         # the backbone downsamples time by 8 (model/afsd.py ModelSpec)
-        "clip_length": Field("int", 256, help="frames per window", valid=at_least(8, multiple_of=8)),
-        "clip_stride": Field("int", 30, help="stride between windows", valid=at_least(1)),
+        "clip_length": Field("int", 256, help="frames per window (features: features per window)", valid=at_least(8, multiple_of=8)),
+        "clip_stride": Field("int", 30, help="stride between windows (frames or features)", valid=at_least(1)),
         "crop_size": Field("int", 96, help="square crop fed to the network", valid=at_least(1)),
         "gt_path": Field("path", None, help="ActivityNet-style GT JSON (validation / plots)"),
         "subset": Field("str", None, help="GT subset to evaluate on"),
@@ -186,10 +186,22 @@ SCHEMA: dict[str, Any] = {
                             valid=between(0.1, 1000.0)),
         "resize": Field("choice", None, choices=("pil-bicubic", "cv2-area", "cv2-cubic"),
                         help="frame resize of prepare (predict --video repeats it); default pil-bicubic"),
+        # feature datasets (model.input: features; afsd_cli/data/feature_dataset.py): default from the
+        # features.json of `afsd extract` in the training feature folder
+        "feature_stride": Field("int", None, help="features: frames between consecutive clips (afsd extract --stride)",
+                                valid=between(1, 4096)),
+        "feature_clip_frames": Field("int", None, help="features: frames per clip (afsd extract --clip-frames)",
+                                     valid=between(1, 4096)),
+        "feature_sample_stride": Field("int", None, help="features: use every Nth feature (OpenTAD's sample_stride); "
+                                       "default 1", valid=between(1, 64)),
         "training": _split_fields(),
         "testing": _split_fields(testing=True),
     },
     "model": {
+        "input": Field("choice", "frames", choices=("frames", "features"),
+                       help="frames (end to end, I3D backbone) or pre-extracted features [T', C]"),
+        "feature_dim": Field("int", 2048, help="features: channels per feature (1024 RGB or flow I3D, 2048 both)",
+                             valid=between(1, 65536)),
         "in_channels": Field("int", 3, help="3 = RGB, 2 = optical flow", valid=at_least(1)),
         "freeze_bn": Field("bool", True),
         "freeze_bn_affine": Field("bool", True),

@@ -11,8 +11,11 @@ subprocess), printed before it runs:
 4. ``afsd train FRAMES/dataset.yaml``: the RGB model, then the flow model, with the demo's small
    CPU preset as overrides (:data:`DEMO_PRESET`);
 5. ``afsd predict RUN`` for each stream, ``afsd fuse`` for both (with timeline plots);
-6. ``afsd evaluate`` on each detection file (subset and thresholds from the detections'
-   recorded dataset profile); the mAP table ends the run.
+6. AFSD on features: ``afsd extract`` the frames with the backbone of the RGB run (no pretrained
+   I3D offline) at the demo's frame size, writing ``FEATURES/dataset.yaml`` (``--annotations``);
+   ``afsd train`` on those features, ``afsd predict``;
+7. ``afsd evaluate`` on each detection file (subset and thresholds from the detections'
+   recorded dataset profile); the mAP table (frames and features side by side) ends the run.
 
 The time of every stage and a summary are printed at the end; the exit code is non-zero as
 soon as a stage fails. ``--quick`` is a smoke run (2 videos, 1 training step per stream).
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_OUT = Path("runs/demo")
-STREAMS = ("rgb", "flow", "fused")
+STREAMS = ("rgb", "flow", "fused", "features")
 DEMO_EPOCHS = 10
 #: The demo's CPU preset over the config `afsd prepare` writes: the same model with small numbers,
 #: so that training from a random-initialised backbone converges in minutes on a 2-core CPU.
@@ -42,6 +45,14 @@ DEMO_PRESET = (
     "training.ssl=0.0",  # the consistency pass would double the cost of a step
     "training.lw=3.0",  # THUMOS14 uses 10; less weight on boundaries: classification converges in few steps
     "training.num_workers=0",
+)
+#: The feature run (docs/features.md): 4-frame clips every 2 frames (5 features/s at 10 fps), so a
+#: window of 16 features spans the 3.2 s of the frame windows; the network is the same head.
+FEATURE_EXTRACTION = ("--clip-frames", "4", "--stride", "2", "--size", "32")
+FEATURE_PRESET = (
+    "dataset.training.clip_length=16", "dataset.training.clip_stride=4",
+    "dataset.testing.clip_length=16", "dataset.testing.clip_stride=8",
+    "training.batch_size=4", "training.learning_rate=3e-4", "training.lw=3.0", "training.num_workers=0",
 )
 #: The demo's promise on the synthetic test split (docs/demo.md).
 TARGET_MAP_AT_05 = 0.8
@@ -98,6 +109,11 @@ class DemoLayout:
     @property
     def runs(self) -> Path:
         return self.out / "runs"
+
+    @property
+    def features(self) -> Path:
+        """Written by `afsd extract` (with its dataset.yaml)."""
+        return self.out / "features"
 
     def detections(self, stream: str) -> Path:
         return self.out / "detections" / f"{stream}.json"
@@ -160,11 +176,30 @@ def build_stages(layout: DemoLayout, args: argparse.Namespace) -> list[Stage]:
         "--rgb-data", str(layout.frames), "--flow-data", str(layout.flow),
         "--output", str(layout.detections("fused")), "--device", "cpu",
         "--plot", str(layout.plots), "--gt", str(layout.ground_truth)]))
+    stages += feature_stages(layout, afsd, quick, epochs)
     for stream in STREAMS:
         stages.append(Stage(f"evaluate {stream}", afsd + [
             "evaluate", str(layout.detections(stream)), "--gt", str(layout.ground_truth),
             "--output", str(layout.metrics(stream)), "--report", str(layout.report(stream))]))
     return stages
+
+
+def feature_stages(layout: DemoLayout, afsd: list[str], quick: list[str], epochs: int) -> list[Stage]:
+    """Extract features with the RGB run's backbone, train AFSD on them, predict."""
+    return [
+        Stage("extract features", afsd + [
+            "extract", str(layout.frames), str(layout.features), "--weights",
+            str(layout.runs / "rgb" / f"checkpoint-{epochs}.ckpt"), *FEATURE_EXTRACTION, "--device", "cpu",
+            "--annotations", str(layout.ground_truth), "--classes", str(layout.classes)]),
+        Stage("train features", afsd + [
+            "train", str(layout.features / "dataset.yaml"), "--runs-dir", str(layout.runs), "--name", "features",
+            "--device", "cpu", *quick, *FEATURE_PRESET, f"training.max_epoch={epochs}",
+            f"training.checkpoint_every={epochs}"], metrics_csv=layout.runs / "features" / "metrics.csv",
+            epochs=epochs),
+        Stage("predict features", afsd + [
+            "predict", str(layout.runs / "features"), "--output", str(layout.detections("features")),
+            "--device", "cpu"]),
+    ]
 
 
 def printable(argv: list[str]) -> str:

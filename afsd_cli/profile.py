@@ -19,7 +19,7 @@ Importing this module never imports torch (``afsd evaluate`` reads profiles too)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -125,10 +125,23 @@ class DatasetProfile:
     single_window: bool
     output_version: str
     tiou_thresholds: tuple[float, ...]
+    # pre-extracted features (model.input: features): clip lengths and strides count features, and
+    # feature i is computed from frames [i*feature_stride, i*feature_stride + feature_clip_frames)
+    input: str = "frames"
+    feature_stride: int | None = None
+    feature_clip_frames: int | None = None
+    feature_sample_stride: int | None = None  # every Nth stored feature is used (None: each)
 
     @property
     def rules(self) -> KindRules:
         return kind_rules(self.kind)
+
+    @property
+    def network_frames_per_step(self) -> int:
+        """Network frames per step of the stored sequence: 1 for frames, 4 for features."""
+        from afsd_cli.features.timeline import FRAMES_PER_FEATURE
+
+        return FRAMES_PER_FEATURE if self.input == "features" else 1
 
     def decode_options(self) -> dict[str, Any]:
         """Keyword arguments of ``data.video.read_video`` that reproduce ``afsd prepare`` for this profile."""
@@ -153,10 +166,11 @@ class DatasetProfile:
         if not isinstance(data, Mapping):
             raise InputError("'profile': expected an object", source)
         names = {f.name for f in fields(cls)}
-        missing = sorted(names - set(data))
+        required = {f.name for f in fields(cls) if f.default is MISSING}  # older files lack the feature keys
+        missing = sorted(required - set(data))
         if missing:
             raise InputError(f"'profile': missing key(s) {', '.join(missing)}", source)
-        values = {k: data[k] for k in names}
+        values = {k: data[k] for k in names if k in data}
         try:
             kind_rules(str(values["kind"]))
             values["class_names"] = tuple(map(str, values["class_names"])) if values["class_names"] is not None else None
@@ -182,10 +196,12 @@ def resolve_profile(cfg: Any) -> DatasetProfile:
     training, testing = dataset.training, dataset.testing
     frame_size = int(_get(dataset, "frame_size") or DEFAULT_FRAME_SIZE)
     class_names = None if rules.class_agnostic else class_names_of(cfg, kind)
+    model_input = str(_get(cfg.model, "input") or "frames")
+    feature_stride, feature_clip_frames = feature_numbers(cfg, kind) if model_input == "features" else (None, None)
     head_classes = 2 if rules.class_agnostic else int(dataset.num_classes)  # ANet: bg + action, as officially
     profile = DatasetProfile(
         kind=kind,
-        head=rules.head,
+        head="features" if model_input == "features" else rules.head,  # model/afsd.py HEAD_SPECS
         sampling=rules.sampling,
         sample_fps=float(_get(dataset, "sample_fps") or DEFAULT_SAMPLE_FPS) if rules.sampling == "fps" else None,
         max_frames=ANET_MAX_FRAMES if rules.sampling == "max_frames" else None,
@@ -206,9 +222,35 @@ def resolve_profile(cfg: Any) -> DatasetProfile:
         single_window=rules.single_window,
         output_version=rules.output_version,
         tiou_thresholds=rules.tiou_thresholds,
+        input=model_input,
+        feature_stride=feature_stride,
+        feature_clip_frames=feature_clip_frames,
+        feature_sample_stride=int(_get(cfg.dataset, "feature_sample_stride") or 1) if model_input == "features" else None,
     )
     check_class_count(profile, cfg)
     return profile
+
+
+def feature_numbers(cfg: Any, kind: str) -> tuple[int, int]:
+    """``(feature_stride, feature_clip_frames)`` of a feature dataset: the config's
+    ``dataset.feature_stride`` / ``dataset.feature_clip_frames``, else the ``features.json`` that
+    ``afsd extract`` wrote into the training (or testing) feature folder. Only custom datasets (the
+    JSON annotation layout) are read from features."""
+    if kind != "custom":
+        raise ConfigError(f"model.input is features but dataset.name is {kind}: feature datasets use the JSON "
+                          "annotation layout (dataset.name: custom; see configs/thumos14_features.yaml)")
+    stride, clip_frames = _get(cfg.dataset, "feature_stride"), _get(cfg.dataset, "feature_clip_frames")
+    if stride is None or clip_frames is None:
+        from afsd_cli.data.feature_dataset import read_feature_catalog
+
+        folder = _get(cfg.dataset.training, "video_data_path") or _get(cfg.dataset.testing, "video_data_path")
+        catalog = read_feature_catalog(folder) if folder else None
+        if catalog is None:
+            raise ConfigError("a feature dataset needs dataset.feature_stride and dataset.feature_clip_frames "
+                              "(or a features.json from `afsd extract` in dataset.training.video_data_path)")
+        stride = catalog.stride if stride is None else stride
+        clip_frames = catalog.clip_frames if clip_frames is None else clip_frames
+    return int(stride), int(clip_frames)
 
 
 def _get(section: Any, key: str) -> Any:

@@ -21,7 +21,8 @@ def test_stages_are_the_user_commands_in_pipeline_order():
     names = [s.name for s in stages]
     assert names == [
         "synthetic videos", "frames", "flow", "train rgb", "train flow", "predict rgb", "predict flow", "fuse",
-        "evaluate rgb", "evaluate flow", "evaluate fused",
+        "extract features", "train features", "predict features",
+        "evaluate rgb", "evaluate flow", "evaluate fused", "evaluate features",
     ]
     for stage in stages:
         assert stage.argv[:3] == [sys.executable, "-m", "afsd_cli"]
@@ -38,6 +39,11 @@ def test_stages_are_the_user_commands_in_pipeline_order():
     assert any(a.startswith("dataset.training.video_data_path=") and a.endswith("flow") for a in by_name["train flow"])
     assert "model.in_channels=2" in by_name["train flow"]
     assert "--dataset" not in by_name["evaluate fused"] and "--subset" not in by_name["evaluate fused"]
+    # the feature run: the RGB run's backbone extracts, extract writes the config that train reads
+    extract = by_name["extract features"]
+    assert extract[extract.index("--weights") + 1] == str(Path(rgb_run) / "checkpoint-4.ckpt")
+    assert "--annotations" in extract and by_name["train features"][4] == str(
+        Path("/tmp/afsd-demo-test/features/dataset.yaml"))
 
 
 def test_quick_mode_is_one_step_on_two_videos():

@@ -47,6 +47,9 @@ def register(app: typer.Typer) -> None:
         batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=4096, help="Clips per forward pass (default 8 on CPU, 32 on CUDA)."),
         jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=256, help="Worker processes (CPU: they share the cores; 1 uses every core in one process)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose features already exist."),
+        annotations: Optional[Path] = typer.Option(
+            None, "--annotations", help="Annotation JSON of these videos: also write OUT/dataset.yaml, the config of AFSD on these features."),
+        classes: Optional[Path] = typer.Option(None, "--classes", help="With --annotations: class list (default: the labels of the JSON, sorted)."),
     ) -> None:
         """Extract I3D clip features (Mixed_5c, averaged) for your own videos.
 
@@ -68,5 +71,11 @@ def register(app: typer.Typer) -> None:
                                       on_result=ui.on_result, on_clips=ui.on_clips)
         print_summary(report, f"extract ({settings.modality})", unit="clips")
         console.print(f"features.json: {report.out_dir / FEATURES_JSON}", highlight=False, markup=False)
+        if annotations is not None:
+            from afsd_cli.data.feature_dataset import write_feature_dataset_config
+
+            config = write_feature_dataset_config(report.out_dir, annotations, classes)
+            console.print(f"dataset config: {config} (train with: afsd train {config} --name NAME)",
+                          highlight=False, markup=False)
         if not report.ok:
             raise typer.Exit(1)

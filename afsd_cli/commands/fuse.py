@@ -92,7 +92,8 @@ def register(app: typer.Typer) -> None:
                               "and testing.flow_checkpoint_path)")
         rgb_ckpt, flow_ckpt = resolve_checkpoint(rgb_ckpt), resolve_checkpoint(flow_ckpt)  # config values too
         # the RGB arrays default to the config's own data folder when it is an RGB config
-        rgb_default = testing.rgb_data_path or (cfg.dataset.testing.video_data_path if cfg.model.in_channels == 3 else None)
+        rgb_default = testing.rgb_data_path or (cfg.dataset.testing.video_data_path
+                                                 if cfg.model.in_channels == 3 or cfg.model.input == "features" else None)
         dirs = [] if video else [rgb_data or rgb_default, flow_data or testing.flow_data_path]
         if not video and not all(dirs):
             raise ConfigError("fusion needs both array folders: pass --rgb-data and --flow-data (or set "

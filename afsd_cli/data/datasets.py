@@ -231,6 +231,10 @@ def build_training_dataset(cfg, seed: int | None = None, consistency: bool | Non
     from afsd_cli.errors import ConfigError
     from afsd_cli.profile import resolve_profile
 
+    if _is_feature_config(cfg):
+        from afsd_cli.data.feature_dataset import build_feature_training_dataset
+
+        return build_feature_training_dataset(cfg)
     profile = resolve_profile(cfg)
     split = cfg.dataset.training
     clip_length, crop = int(split.clip_length), int(split.crop_size)
@@ -251,6 +255,11 @@ def build_training_dataset(cfg, seed: int | None = None, consistency: bool | Non
         consistency=consistency,
         seed=int(cfg.training.random_seed if seed is None else seed), **extra,
     )
+
+
+def _is_feature_config(cfg) -> bool:
+    """``model.input: features``: the data are feature arrays (data/feature_dataset.py)."""
+    return str(getattr(cfg.model, "input", "frames") or "frames") == "features"
 
 
 def training_annotations(cfg, profile) -> tuple[dict, dict]:
@@ -295,6 +304,10 @@ def check_training_inputs(cfg) -> Any:
     from afsd_cli.errors import ConfigError
     from afsd_cli.profile import resolve_profile
 
+    if _is_feature_config(cfg):
+        from afsd_cli.data.feature_dataset import check_feature_training_inputs
+
+        return check_feature_training_inputs(cfg)
     profile = resolve_profile(cfg)
     check_profile_numbers(profile, explicit_frame_size=bool(getattr(cfg.dataset, "frame_size", None)))
     split = cfg.dataset.training

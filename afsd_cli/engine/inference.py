@@ -106,6 +106,15 @@ def normalised_window(clip: np.ndarray, offset: int, clip_length: int,
     return part
 
 
+def feature_window(sequence: np.ndarray, first: int, steps: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """``[C, steps]`` float32: features ``first..first+steps`` of a ``[C, T']`` sequence, zero-padded
+    at the end (the padding of the frame windows, which is 0.0 after normalisation)."""
+    part = torch.from_numpy(np.ascontiguousarray(sequence[:, first:first + steps])).to(device)
+    if part.shape[1] < steps:
+        part = torch.cat([part, part.new_zeros((part.shape[0], steps - part.shape[1]))], dim=1)
+    return part
+
+
 # --------------------------------------------------------------------------- jobs and results
 
 
@@ -125,6 +134,7 @@ class VideoJob:
     source: str | None = None
     # a video file read as a stream of frames (engine/streaming.py) instead of by ``load``
     open_frames: Callable[[], Any] | None = None
+    time_origin: float = 0.0  # seconds at frame 0 (feature models: engine/postprocess.py VideoMeta)
 
 
 @dataclass
@@ -231,6 +241,13 @@ class Predictor:
         self.classifier = classifier
         self.deterministic = deterministic
         self.channels = [int(getattr(getattr(m, "spec", None), "in_channels", 3)) for m in self.models]
+        # feature models read [T', C] arrays: their windows count features, 4 network frames each
+        self.inputs = {str(getattr(getattr(m, "spec", None), "input", "frames")) for m in self.models}
+        if len(self.inputs) != 1:
+            raise ConfigError("fusion needs two frame models or two feature models, not one of each")
+        self.features = self.inputs == {"features"}
+        if self.features:
+            self.channels = [int(m.spec.feature_dim) for m in self.models]
 
     # ---- forward
     def _autocast(self):
@@ -288,6 +305,8 @@ class Predictor:
         arrays = job.load()
         if len(arrays) != len(self.models):
             raise InputError(f"expected {len(self.models)} arrays, got {len(arrays)}", job.source)
+        if self.features:
+            return self._prepare_features(job, arrays, t0)
         frames = int(arrays[0].shape[0])
         for array, channels in zip(arrays, self.channels):
             check_array(array, channels, self.crop_size, job.source)
@@ -306,6 +325,35 @@ class Predictor:
         return _Pending(job, clips, offsets, frames, duration, float(sample_fps),
                         [[None] * len(offsets) for _ in self.models], len(offsets),
                         {"decode": time.perf_counter() - t0})
+
+    def _prepare_features(self, job: VideoJob, arrays: list[np.ndarray], t0: float) -> _Pending:
+        """Feature arrays ``[T', C]`` → ``[C, T']`` sequences; windows in network frames (4 per feature)."""
+        from afsd_cli.features.timeline import FRAMES_PER_FEATURE
+
+        for array, channels in zip(arrays, self.channels):
+            if array.ndim != 2 or array.dtype.kind != "f" or array.shape[1] != channels or array.shape[0] == 0:
+                raise InputError(f"features are {array.dtype} {list(array.shape)}, the model takes float "
+                                 f"[features, {channels}]", job.source)
+        if len({int(a.shape[0]) for a in arrays}) != 1:
+            raise InputError(f"the two feature streams differ in length ({arrays[0].shape[0]} vs "
+                             f"{arrays[1].shape[0]} features)", job.source)
+        if not job.sample_fps or job.sample_fps <= 0:
+            raise InputError("unknown or invalid feature rate", job.source)
+        sequences = [np.ascontiguousarray(np.asarray(a, dtype=np.float32).T) for a in arrays]
+        frames = int(arrays[0].shape[0]) * FRAMES_PER_FEATURE
+        offsets = window_offsets(frames, self.clip_length, self.clip_stride, self.single_window)
+        return _Pending(job, sequences, offsets, frames, job.duration, float(job.sample_fps),
+                        [[None] * len(offsets) for _ in self.models], len(offsets),
+                        {"decode": time.perf_counter() - t0})
+
+    def _window(self, clip: np.ndarray, offset: int) -> torch.Tensor:
+        """The network input of one window: normalised frames, or the features it covers."""
+        if not self.features:
+            return normalised_window(clip, offset, self.clip_length, self.device)
+        from afsd_cli.features.timeline import FRAMES_PER_FEATURE
+
+        return feature_window(clip, offset // FRAMES_PER_FEATURE, self.clip_length // FRAMES_PER_FEATURE,
+                              self.device)
 
     def _decode(self, pending: _Pending) -> tuple[np.ndarray, np.ndarray, float]:
         """Decoded ``segments [W, K, 2]`` and ``scores [W, K, C]`` (NumPy) of a complete video."""
@@ -344,7 +392,7 @@ class Predictor:
                            len(pending.offsets), timings)
 
     def _assemble_args(self, pending: _Pending, segments: np.ndarray, scores: np.ndarray) -> tuple:
-        meta = VideoMeta(pending.job.name, pending.sample_fps, pending.duration)
+        meta = VideoMeta(pending.job.name, pending.sample_fps, pending.duration, pending.job.time_origin)
         names = self.class_names if self.classifier is None else None
         return segments, scores, pending.offsets, meta, self.settings, names
 
@@ -413,8 +461,7 @@ class Predictor:
                 batch, queue[:] = queue[:self.batch_size], queue[self.batch_size:]
                 for stream in range(len(self.models)):
                     t0 = time.perf_counter()
-                    tensor = torch.stack([normalised_window(p.clips[stream], p.offsets[w], self.clip_length,
-                                                            self.device) for p, w in batch])
+                    tensor = torch.stack([self._window(p.clips[stream], p.offsets[w]) for p, w in batch])
                     raw = self.forward(stream, tensor)
                     self._refuse_non_finite(stream, raw, batch)
                     spent = time.perf_counter() - t0
@@ -590,19 +637,67 @@ def video_file_jobs(paths: Sequence[str | Path], decode_options: dict[str, Any] 
 # --------------------------------------------------------------------------- models
 
 
-def load_model(cfg: Any, checkpoint: str | Path, in_channels: int | None = None) -> torch.nn.Module:
-    """Build the config's model (optionally with another input channel count) and load weights."""
+def load_model(cfg: Any, checkpoint: str | Path, in_channels: int | None = None,
+               feature_dim: int | None = None) -> torch.nn.Module:
+    """Build the config's model (optionally with another input channel count or feature width)
+    and load weights."""
     from afsd_cli.model import build_model, load_checkpoint
 
-    if in_channels is not None and in_channels != int(cfg.model.in_channels):
+    changes = {key: value for key, value in (("in_channels", in_channels), ("feature_dim", feature_dim))
+               if value is not None and value != int(getattr(cfg.model, key))}
+    if changes:
         from afsd_cli.config import build_config
 
         data = cfg.to_dict()
-        data["model"]["in_channels"] = in_channels
+        data["model"].update(changes)
         cfg = build_config(data, source=getattr(cfg, "source", None))
     model = build_model(cfg)
     load_checkpoint(model, checkpoint)  # CheckpointError names the mismatching keys
     return model.eval()
+
+
+def checkpoint_feature_dim(path: str | Path) -> int:
+    """Channels a feature model's checkpoint takes: the width of its input projection (one fused
+    stream of 2048, or 1024 per I3D stream; ``afsd fuse`` runs two of them)."""
+    from afsd_cli.model import read_state_dict
+
+    weight = read_state_dict(path).get(FEATURE_PROJECTION_WEIGHT)
+    if weight is None or weight.dim() != 3:
+        raise CheckpointError("not a feature model's checkpoint (no input projection "
+                              f"{FEATURE_PROJECTION_WEIGHT}): model.input is features", path)
+    return int(weight.shape[1])
+
+
+FEATURE_PROJECTION_WEIGHT = "coarse_pyramid_detection.pyramids.0.0.conv1d.weight"
+
+
+def feature_jobs(cfg: Any, profile: Any, data_dirs: Sequence[str | Path], feature_dims: Sequence[int],
+                 limit: int | None = None) -> list[VideoJob]:
+    """Jobs over the feature arrays of the held-out subset (one folder per stream; the time mapping
+    and durations come from the first)."""
+    from afsd_cli.data.feature_dataset import feature_videos
+    from afsd_cli.data.annotations import read_json_annotations
+
+    testing = cfg.dataset.testing
+    anno_path = testing.video_anno_path or testing.gt_path
+    if not anno_path:
+        raise ConfigError("dataset.testing.video_anno_path is not set: the annotation JSON says which videos "
+                          "are in the test subset")
+    annotations = read_json_annotations(anno_path)
+    per_stream = [feature_videos(folder, annotations, profile.test_subset, profile,
+                                 getattr(cfg.dataset, "sample_fps", None), dim)
+                  for folder, dim in zip(data_dirs, feature_dims)]
+    videos = list(per_stream[0].values())[:limit] if limit else list(per_stream[0].values())
+    jobs = []
+    for video in videos:
+        streams = [stream[video.name] for stream in per_stream]
+
+        def load(streams=streams) -> list[np.ndarray]:
+            return [stream.load(dim) for stream, dim in zip(streams, feature_dims)]
+
+        jobs.append(VideoJob(video.name, load, video.frame_rate, video.duration, video.name, str(video.path),
+                             video.time_origin))
+    return jobs
 
 
 # --------------------------------------------------------------------------- from a config
@@ -682,6 +777,12 @@ def plan_prediction(
             raise ConfigError("no checkpoint: pass --checkpoint (or set testing.checkpoint_path / "
                               "testing.rgb_checkpoint_path and testing.flow_checkpoint_path)")
     device = resolve_device(device)
+    features = profile.input == "features"
+    if features:
+        if videos:
+            raise ConfigError("--video needs a frame model (model.input: frames); a feature model reads the "
+                              "features of `afsd extract` (dataset.testing.video_data_path)")
+        channels = [checkpoint_feature_dim(path) for path in checkpoints]
 
     classifier = None
     class_names: Sequence[str] | None = profile.class_names
@@ -704,7 +805,7 @@ def plan_prediction(
                 if classifier.top1(job.name) is None:
                     problems.append(f"{classifier.source}: no classification for video {job.name!r}")
     else:
-        infos = held_out_video_infos(cfg, profile)
+        infos = [] if features else held_out_video_infos(cfg, profile)
         if limit:
             infos = infos[:limit]
         default_dir = testing.video_data_path or (testing.video_mp4_path if profile.rules.arrays_in_mp4_path else None)
@@ -716,19 +817,26 @@ def plan_prediction(
             if not Path(d).is_dir():
                 raise InputError("array folder not found", d)
         crop = int(testing.crop_size)
-        jobs = array_jobs(infos, dirs, channels, crop, strip_v_prefix=profile.rules.strip_v_prefix)
-        problems = check_array_files(jobs, dirs, channels, crop,
-                                     expected_frames=None if profile.sampling == "max_frames" else
-                                     {i.name: i.sample_count for i in infos})
+        if features:
+            jobs = feature_jobs(cfg, profile, dirs, channels, limit)
+        else:
+            jobs = array_jobs(infos, dirs, channels, crop, strip_v_prefix=profile.rules.strip_v_prefix)
+            problems = check_array_files(jobs, dirs, channels, crop,
+                                         expected_frames=None if profile.sampling == "max_frames" else
+                                         {i.name: i.sample_count for i in infos})
         if classifier is not None:
             problems += [f"{classifier.source}: no classification for video {j.name!r}"
                          for j in jobs if classifier.top1(j.name) is None]
 
-    models = [load_model(cfg, ckpt, in_channels=ch) for ckpt, ch in zip(checkpoints, channels)]
+    if features:
+        models = [load_model(cfg, ckpt, feature_dim=dim) for ckpt, dim in zip(checkpoints, channels)]
+    else:
+        models = [load_model(cfg, ckpt, in_channels=ch) for ckpt, ch in zip(checkpoints, channels)]
     settings = settings_from_config(cfg, fusion=fusion)
+    scale = profile.network_frames_per_step  # windows count features on feature datasets
     predictor = Predictor(
         models, settings, class_names,
-        clip_length=int(testing.clip_length), clip_stride=int(testing.clip_stride),
+        clip_length=int(testing.clip_length) * scale, clip_stride=int(testing.clip_stride) * scale,
         crop_size=int(testing.crop_size), single_window=profile.single_window, fusion=profile.fusion,
         device=device, batch_size=int(batch_size or getattr(cfg.testing, "batch_size", 1) or 1),
         amp=amp, classifier=classifier, deterministic=deterministic,

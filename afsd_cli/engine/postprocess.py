@@ -72,8 +72,12 @@ def settings_from_config(cfg: Any, fusion: bool = False) -> PostprocessSettings:
 
     testing = cfg.testing
     candidate, nms_score = kind_rules(str(cfg.dataset.name)).thresholds[1 if fusion else 0]
+    from afsd_cli.features.timeline import FRAMES_PER_FEATURE
+
+    # feature configs count features; the network's clip is 4 frames per feature
+    frames_per_step = FRAMES_PER_FEATURE if str(getattr(cfg.model, "input", "frames")) == "features" else 1
     return PostprocessSettings(
-        clip_length=int(cfg.dataset.testing.clip_length),
+        clip_length=int(cfg.dataset.testing.clip_length) * frames_per_step,
         candidate_thresh=float(testing.conf_thresh) if candidate is None else candidate,
         nms_sigma=float(testing.nms_sigma),
         top_k=int(testing.top_k),
@@ -164,11 +168,15 @@ def window_candidates(segments: np.ndarray, scores: np.ndarray, offset: int, sam
 
 
 class VideoMeta(NamedTuple):
-    """What assembly needs about a video: its fps for seconds, its duration for clipping."""
+    """What assembly needs about a video: its fps for seconds, its duration for clipping.
+
+    ``time_origin``: seconds at frame 0 (0 for frames; a feature model's network frames start at
+    ``(clip_frames - stride) / (2·fps)``, ``features/timeline.py``)."""
 
     name: str
     sample_fps: float
     duration: float | None = None
+    time_origin: float = 0.0
 
 
 def class_candidates(segments: np.ndarray, scores: np.ndarray, offsets: Sequence[int],
@@ -214,6 +222,8 @@ def detections_from_candidates(per_class: Sequence[np.ndarray | None], video: Vi
         kept = kept[kept[:, 2] > 0]
         label: Any = class_names[cls - 1] if class_names is not None else cls
         for start, end, score in kept.tolist():
+            if video.time_origin:
+                start, end = start + video.time_origin, end + video.time_origin
             if settings.clip_to_video:
                 start = max(0.0, start)
                 if video.duration is not None:

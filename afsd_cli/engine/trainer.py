@@ -418,7 +418,7 @@ def train(
         model = build_model(cfg, load_backbone=bool(getattr(cfg.model, "backbone_model", None)) and not resume)
         if getattr(model, "backbone_report", None) is not None:
             emit({"kind": "info", "message": "I3D weights: " + model.backbone_report.summary()})
-        elif not resume:
+        elif not resume and model.spec.input == "frames":
             emit({"kind": "warning", "message": "model.backbone_model is not set: the backbone starts from random weights"})
         model.to(device)
         # train mode first: it freezes the backbone BN affine parameters (requires_grad False),

@@ -14,6 +14,12 @@ import math
 from afsd_cli.errors import ConfigError
 
 
+#: Network frames per feature step. AFSD's heads and boundary pooling count in "frames"; on
+#: pre-extracted features one feature stands for 4 of them, as a level-0 step of THUMOS14's pyramid
+#: (OpenTAD's feature-based AFSD: frame_num = 4 × window, feat_t = window; model/afsd.py).
+FRAMES_PER_FEATURE = 4
+
+
 def _check(clip_frames: int, stride: int, fps: float | None = None) -> None:
     if clip_frames < 1 or stride < 1:
         raise ConfigError(f"clip_frames and stride must be at least 1, got {clip_frames} and {stride}")
@@ -89,3 +95,23 @@ def time_mapping(clip_frames: int, stride: int) -> dict:
         "feature_count": "floor((frames - clip_frames)/stride) + 1, at least 1",
         "fps": "per video: videos.<name>.fps (the rate of the sampled frames)",
     }
+
+
+def seconds_to_network_frames(seconds: float, fps: float, clip_frames: int, stride: int) -> float:
+    """Where ``seconds`` lies on a feature model's frame axis: feature ``i`` spans network frames
+    ``[4i, 4i + 4)`` with its time (the centre of its clip) at ``4i + 2``."""
+    return FRAMES_PER_FEATURE * (seconds_to_feature_position(seconds, fps, clip_frames, stride) + 0.5)
+
+
+def network_frame_rate(fps: float, stride: int) -> float:
+    """Network frames per second of a feature model: ``4 · fps / stride``."""
+    _check(1, stride, fps)
+    return FRAMES_PER_FEATURE * fps / stride
+
+
+def network_time_origin(fps: float, clip_frames: int, stride: int) -> float:
+    """Seconds at network frame 0: ``(clip_frames - stride) / (2·fps)``, so that
+    ``seconds = frames / network_frame_rate + network_time_origin`` inverts
+    :func:`seconds_to_network_frames` exactly."""
+    _check(clip_frames, stride, fps)
+    return (clip_frames - stride) / (2.0 * fps)

@@ -14,7 +14,9 @@ from afsd_cli.model.afsd import (
     HeadSpec,
     ModelSpec,
     anet_spec,
+    FRAMES_PER_FEATURE,
     boundary_regions,
+    features_spec,
     thumos14_spec,
 )
 from afsd_cli.model.checkpoints import load_checkpoint, read_state_dict, save_checkpoint
@@ -29,8 +31,10 @@ __all__ = [
     "HeadSpec",
     "ModelSpec",
     "anet_spec",
+    "FRAMES_PER_FEATURE",
     "boundary_regions",
     "build_model",
+    "features_spec",
     "load_checkpoint",
     "model_spec_from_config",
     "read_state_dict",
@@ -45,6 +49,9 @@ def model_spec_from_config(cfg) -> ModelSpec:
     from afsd_cli.profile import kind_rules
 
     training = cfg.dataset.training
+    if str(getattr(cfg.model, "input", "frames") or "frames") == "features":
+        # dataset.*.clip_length counts features on feature datasets (afsd_cli/profile.py)
+        return features_spec(int(training.clip_length), int(cfg.model.feature_dim), int(cfg.dataset.num_classes))
     return ModelSpec(
         dataset=kind_rules(str(cfg.dataset.name)).head,
         num_classes=int(cfg.dataset.num_classes),
@@ -72,6 +79,9 @@ def build_model(cfg, load_backbone: bool = False) -> AFSD:
         legacy_bmp_grad=bool(getattr(model_cfg, "legacy_bmp_grad", False)),
     )
     model.backbone_report = None
+    if load_backbone and model.spec.input == "features":
+        raise ConfigError("model.backbone_model is set but model.input is features: a feature model has no "
+                          "backbone (the I3D weights belong to `afsd extract --weights`)")
     if load_backbone:
         path = getattr(model_cfg, "backbone_model", None)
         if not path:

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from afsd_cli.errors import ConfigError, InputError
+from afsd_cli.features.timeline import FRAMES_PER_FEATURE
 from afsd_cli.model.i3d import I3DBackbone, endpoint_channels
 from afsd_cli.model.layers import ScaleExp, Unit1D, Unit3D, norm_relu
 from afsd_cli.ops import boundary_max_pool
@@ -59,6 +60,9 @@ class HeadSpec:
         return _ENDPOINT_STRIDES[self.pyramid_sources[0]][0]
 
 
+#: The pyramid input of a feature model (the HEAD_SPECS entry and its endpoint name).
+FEATURE_SOURCE = "features"
+
 HEAD_SPECS: dict[str, HeadSpec] = {
     "thumos14": HeadSpec(
         pyramid_sources=("Mixed_4f", "Mixed_5c"),
@@ -73,10 +77,20 @@ HEAD_SPECS: dict[str, HeadSpec] = {
         normal_head_init=True,
         fixed_num_classes=2,
     ),
+    # Pre-extracted features: level 0 is a 1×1 projection of the [B, C, T'] sequence, every further
+    # level a stride-2 conv, distances unscaled (OpenTAD's feature-based AFSD: AFSDNeck with e2e=False,
+    # configs/afsd/thumos_i3d.py fpn_strides all 1).
+    "features": HeadSpec(
+        pyramid_sources=(FEATURE_SOURCE,),
+        loc_scaled_by_stride=False,
+        priors_with_level=False,
+        normal_head_init=False,
+    ),
 }
 
 # (temporal, spatial) downsampling of the backbone at each endpoint the pyramid can read
-_ENDPOINT_STRIDES = {"Mixed_4f": (4, 16), "Mixed_5c": (8, 32)}
+_ENDPOINT_STRIDES = {"Mixed_4f": (4, 16), "Mixed_5c": (8, 32), FEATURE_SOURCE: (FRAMES_PER_FEATURE, 1)}
+INPUT_KINDS = ("frames", "features")
 
 
 @dataclass(frozen=True)
@@ -95,8 +109,15 @@ class ModelSpec:
     clip_length: int = 256
     crop_size: int = 96
     in_channels: int = 3
+    input: str = "frames"  # "features": [B, feature_dim, clip_length / 4] instead of frames
+    feature_dim: int = 2048
 
     def __post_init__(self):
+        if self.input not in INPUT_KINDS:
+            raise ConfigError(f"unknown model input {self.input!r} (expected one of {', '.join(INPUT_KINDS)})")
+        if self.input == "features" and (self.dataset != FEATURE_SOURCE or self.feature_dim <= 0):
+            raise ConfigError(f"a feature model uses the {FEATURE_SOURCE!r} head and a positive feature_dim, got "
+                              f"{self.dataset!r} and {self.feature_dim}")
         if self.dataset not in HEAD_SPECS:
             raise ConfigError(f"unknown dataset {self.dataset!r} for the model (expected one of {sorted(HEAD_SPECS)})")
         if self.clip_length <= 0 or self.clip_length % 8:
@@ -112,6 +133,11 @@ class ModelSpec:
     @property
     def head(self) -> HeadSpec:
         return HEAD_SPECS[self.dataset]
+
+    @property
+    def feature_steps(self) -> int:
+        """Features per window of a feature model (``clip_length`` counts network frames)."""
+        return self.clip_length // FRAMES_PER_FEATURE
 
     @property
     def model_classes(self) -> int:
@@ -152,6 +178,12 @@ def thumos14_spec(**sizes) -> ModelSpec:
 
 def anet_spec(**sizes) -> ModelSpec:
     return ModelSpec(dataset="anet", **{"num_classes": 2, "clip_length": 768, **sizes})
+
+
+def features_spec(window: int, feature_dim: int = 2048, num_classes: int = 21) -> ModelSpec:
+    """A model on ``window`` pre-extracted features of ``feature_dim`` channels."""
+    return ModelSpec(dataset=FEATURE_SOURCE, num_classes=num_classes, clip_length=window * FRAMES_PER_FEATURE,
+                     input="features", feature_dim=feature_dim)
 
 
 class AFSDOutput(NamedTuple):
@@ -296,12 +328,7 @@ class CoarsePyramid(nn.Module):
         self.pyramids = nn.ModuleList()
         self.loc_heads = nn.ModuleList()
         for source in head.pyramid_sources:
-            size = spec.feature_size(source)
-            conv = Unit3D(
-                endpoint_channels(source), width, (1, size, size),
-                batch_norm=False, bias=True, relu=False, pad_spatial=False,
-            )
-            self.pyramids.append(norm_relu(conv, width))
+            self.pyramids.append(norm_relu(self._source_projection(spec, source, width), width))
         for _ in range(len(head.pyramid_sources), spec.num_levels):
             self.pyramids.append(norm_relu(Unit1D(width, width, 3, stride=2), width))
 
@@ -328,6 +355,17 @@ class CoarsePyramid(nn.Module):
             columns = [centres] + ([torch.full_like(centres, float(level))] if head.priors_with_level else [])
             self.register_buffer(f"priors_{level}", torch.stack(columns, 1).float(), persistent=False)
 
+    @staticmethod
+    def _source_projection(spec: ModelSpec, source: str, width: int) -> nn.Module:
+        """What turns one input of the pyramid into ``width`` channels: a 1×1 conv over a feature
+        sequence (OpenTAD's AFSDNeck without e2e), or a conv over the whole spatial extent of a
+        backbone endpoint (official ``CoarsePyramid``)."""
+        if source == FEATURE_SOURCE:
+            return Unit1D(spec.feature_dim, width, 1)
+        size = spec.feature_size(source)
+        return Unit3D(endpoint_channels(source), width, (1, size, size),
+                      batch_norm=False, bias=True, relu=False, pad_spatial=False)
+
     def level_priors(self, level: int) -> torch.Tensor:
         return getattr(self, f"priors_{level}")
 
@@ -340,7 +378,7 @@ class CoarsePyramid(nn.Module):
         levels: list[torch.Tensor] = []
         for index, block in enumerate(self.pyramids):
             if index < len(sources):
-                levels.append(block(features[sources[index]]).flatten(2))  # [B,512,t,1,1] → [B,512,t]
+                levels.append(block(features[sources[index]]).flatten(2))  # [B,512,t(,1,1)] → [B,512,t]
             else:
                 levels.append(block(levels[-1]))
         if len(sources) == 2:
@@ -428,8 +466,16 @@ class CoarsePyramid(nn.Module):
 # --------------------------------------------------------------------------------------------
 # The whole network
 # --------------------------------------------------------------------------------------------
+class FeatureInput(nn.Module):
+    """The "backbone" of a feature model: the window as the pyramid's only input (no weights)."""
+
+    def forward(self, window: torch.Tensor, endpoints: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        return {FEATURE_SOURCE: window}
+
+
 class AFSD(nn.Module):
-    """AFSD: ``model(clip [B, in_channels, T, crop, crop]) -> AFSDOutput``.
+    """AFSD: ``model(clip [B, in_channels, T, crop, crop]) -> AFSDOutput``; a feature model
+    (``spec.input == "features"``) takes ``[B, feature_dim, T/4]`` and has no backbone weights.
 
     ``model.consistency_features(clip)`` (or ``model(clip, return_consistency_features=True)``)
     runs only up to pyramid level 0 and returns the three maps of the boundary-consistency loss.
@@ -448,7 +494,8 @@ class AFSD(nn.Module):
         # the default initialisers then draw the same random numbers for the same seed.
         self.coarse_pyramid_detection = CoarsePyramid(spec, legacy_bmp_grad)
         self._init_head()
-        self.backbone = I3DBackbone(spec.in_channels, freeze_bn, freeze_bn_affine)
+        self.backbone = (FeatureInput() if spec.input == "features"
+                         else I3DBackbone(spec.in_channels, freeze_bn, freeze_bn_affine))
 
     def _init_head(self) -> None:
         """Glorot-uniform convs with zero bias; ANet: N(0, 0.01) for the towers/heads (official
@@ -482,9 +529,13 @@ class AFSD(nn.Module):
 
     def _check_clip(self, clip: torch.Tensor) -> None:
         spec = self.spec
-        expected = (spec.in_channels, spec.clip_length, spec.crop_size, spec.crop_size)
-        if clip.dim() != 5 or tuple(clip.shape[1:]) != expected:
-            raise InputError(f"expected a clip [B, {', '.join(map(str, expected))}], got {list(clip.shape)}")
+        if spec.input == "features":
+            expected = (spec.feature_dim, spec.feature_steps)
+        else:
+            expected = (spec.in_channels, spec.clip_length, spec.crop_size, spec.crop_size)
+        if clip.dim() != len(expected) + 1 or tuple(clip.shape[1:]) != expected:
+            raise InputError(f"expected a {spec.input} window [B, {', '.join(map(str, expected))}], "
+                             f"got {list(clip.shape)}")
 
     def forward(self, clip: torch.Tensor, return_consistency_features: bool = False):
         self._check_clip(clip)
