@@ -6,6 +6,8 @@ Never a traceback, never "Aborted.", and never the libraries' advice to load uns
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -124,12 +126,17 @@ def test_predict_names_each_degenerate_array(tmp_path):
         if name in broken:
             path.replace(tmp_path / "rgb" / path.name)
     config = small_config(tmp_path)
-    result, text = invoke("predict", config, "--checkpoint", small_checkpoint(tmp_path), "-o", tmp_path / "det.json",
-                          "--device", "cpu")
+    checkpoint = small_checkpoint(tmp_path)
+    result, text = invoke("predict", config, "--checkpoint", checkpoint, "-o", tmp_path / "det.json",
+                          "--device", "cpu", "--all-or-nothing")
     check_one_line_failure(text, result, "4 bad input(s)", "zero.npy: empty file (0 bytes)",
                            "header_only.npy: truncated .npy file", "text.npy: not a .npy file",
                            "objects.npy: the array holds Python objects")
     assert not (tmp_path / "det.json").exists()
+    # by default the good video runs and is written; each bad one is named, exit 1
+    result, text = invoke("predict", config, "--checkpoint", checkpoint, "-o", tmp_path / "det.json", "--device", "cpu")
+    check_one_line_failure(text, result, "zero.npy: empty file (0 bytes)", "objects.npy: the array holds Python objects")
+    assert list(json.loads((tmp_path / "det.json").read_text())["results"]) == ["good"]
 
 
 def test_predict_names_each_degenerate_checkpoint(tmp_path):

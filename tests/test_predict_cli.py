@@ -175,8 +175,14 @@ def test_bad_inputs_give_one_clear_message_and_no_output(tmp_path):
             assert needle in text, text
         assert not out.exists() and not list(tmp_path.glob(".never.json.*"))
 
-    check(["predict", config, "-c", ckpt, "-o", out, "--device", "cpu"],
+    check(["predict", config, "--checkpoint", ckpt, "-o", out, "--device", "cpu", "--all-or-nothing"],
           "vid_b.npy", "[T, H, W, 3]", "vid_c.npy: array file not found", "2 bad input(s)")
+    # without --all-or-nothing the good video's detections are written, the bad ones listed, exit 1
+    result, text = invoke("predict", config, "--checkpoint", ckpt, "-o", out, "--device", "cpu")
+    assert result.exit_code == 1 and "Traceback" not in text
+    assert "vid_c.npy: array file not found" in text and "2 of 3 video(s) failed" in " ".join(text.split())
+    assert list(json.loads(out.read_text())["results"]) == ["vid_a"]
+    out.unlink()
     flow_ckpt = small_checkpoint(tmp_path, channels=2)
     check(["predict", config, "-c", flow_ckpt, "-o", out, "--device", "cpu", "--limit", "1"],
           "Conv3d_1a_7x7.conv3d.weight", "shape mismatch")

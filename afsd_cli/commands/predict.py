@@ -109,10 +109,12 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
 
     for notice in plan.notices:
         err_console.print(f"[yellow]notice:[/] {escape(notice)}", highlight=False)
-    if plan.problems:
-        for problem in plan.problems:
-            err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    for problem in plan.problems:
+        err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    jobs = plan.without_bad_videos()
+    if plan.problems and (all_or_nothing or not jobs):
         raise fail(f"{len(plan.problems)} bad input(s); nothing was written")
+    skipped = len(plan.jobs) - len(jobs)  # listed above; the others run, and the exit code is 1
 
     ground_truth = None
     if gt_path is not None:
@@ -131,11 +133,11 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
         TextColumn("{task.fields[video]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         console=err_console, transient=False,
     ) as progress:
-        task = progress.add_task(title, total=len(plan.jobs), video="")
+        task = progress.add_task(title, total=len(jobs), video="")
         track_flow_progress(plan, progress)  # in-memory --video with a flow model: moves in frame pairs
         on_progress = _frame_progress(progress)  # streamed --video: one bar per video, in frames
         on_region = _write_json_line if stream else None
-        for result in _closing(predictor, predictor.run(plan.jobs, postprocess_workers=workers,
+        for result in _closing(predictor, predictor.run(jobs, postprocess_workers=workers,
                                                         on_progress=on_progress, on_region=on_region)):
             progress.update(task, advance=1, video=f"{result.name} ({len(result.detections)} det.)")
             if result.error and stream:
@@ -162,7 +164,7 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
     for message in failures:
         err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if failures and (all_or_nothing or not results):
-        counted = "" if len(results) + len(failures) == len(plan.jobs) else " (stopped at the first)"
+        counted = "" if len(results) + len(failures) == len(jobs) else " (stopped at the first)"
         raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed{counted}; nothing was written")
 
     profile = plan.profile.to_dict() if getattr(plan, "profile", None) is not None else None
@@ -182,8 +184,8 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
     summary.print(f"detections written to [bold]{escape(str(output))}[/]")
     if plot_dir is not None:
         summary.print(f"timelines written to [bold]{escape(str(plot_dir))}[/]")
-    if failures:
-        raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed; the detections of the other "
+    if failures or skipped:
+        raise fail(f"{len(failures) + skipped} of {len(plan.jobs)} video(s) failed; the detections of the other "
                    f"{len(results)} were written (--all-or-nothing writes none)")
 
 

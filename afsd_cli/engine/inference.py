@@ -714,6 +714,11 @@ class PredictionPlan:
     problems: list[str]  # bad inputs found before running (missing/malformed arrays)
     channels: list[int]
     profile: Any = None  # the DatasetProfile (its to_dict() goes into the output's metadata)
+    bad_videos: set[str] = field(default_factory=set)  # the jobs those problems concern
+
+    def without_bad_videos(self) -> list[VideoJob]:
+        """The jobs whose inputs passed the checks before running."""
+        return [job for job in self.jobs if job.name not in self.bad_videos]
 
     def report_flow_progress(self, callback: Callable[[str, int, int], Any]) -> bool:
         """Have the on-the-fly flow of video files (flow models with ``--video``) call
@@ -795,6 +800,7 @@ def plan_prediction(
                            "writing class-agnostic proposals labelled 'action'")
 
     problems: list[str] = []
+    bad_videos: set[str] = set()
     if videos:
         videos = expand_video_paths(videos)
         jobs = video_file_jobs(videos, profile.decode_options(), channels,
@@ -804,6 +810,7 @@ def plan_prediction(
             for job in jobs:
                 if classifier.top1(job.name) is None:
                     problems.append(f"{classifier.source}: no classification for video {job.name!r}")
+                    bad_videos.add(job.name)
     else:
         infos = [] if features else held_out_video_infos(cfg, profile)
         if limit:
@@ -821,12 +828,17 @@ def plan_prediction(
             jobs = feature_jobs(cfg, profile, dirs, channels, limit)
         else:
             jobs = array_jobs(infos, dirs, channels, crop, strip_v_prefix=profile.rules.strip_v_prefix)
-            problems = check_array_files(jobs, dirs, channels, crop,
-                                         expected_frames=None if profile.sampling == "max_frames" else
-                                         {i.name: i.sample_count for i in infos})
+            expected = None if profile.sampling == "max_frames" else {i.name: i.sample_count for i in infos}
+            for job in jobs:  # one job at a time: each problem names the video it stops
+                found = check_array_files([job], dirs, channels, crop, expected_frames=expected)
+                problems += found
+                if found:
+                    bad_videos.add(job.name)
         if classifier is not None:
-            problems += [f"{classifier.source}: no classification for video {j.name!r}"
-                         for j in jobs if classifier.top1(j.name) is None]
+            for job in jobs:
+                if classifier.top1(job.name) is None:
+                    problems.append(f"{classifier.source}: no classification for video {job.name!r}")
+                    bad_videos.add(job.name)
 
     if features:
         models = [load_model(cfg, ckpt, feature_dim=dim) for ckpt, dim in zip(checkpoints, channels)]
@@ -841,7 +853,7 @@ def plan_prediction(
         device=device, batch_size=int(batch_size or getattr(cfg.testing, "batch_size", 1) or 1),
         amp=amp, classifier=classifier, deterministic=deterministic,
     )
-    return PredictionPlan(predictor, jobs, profile.output_version, notices, problems, channels, profile)
+    return PredictionPlan(predictor, jobs, profile.output_version, notices, problems, channels, profile, bad_videos)
 
 
 def held_out_video_infos(cfg: Any, profile: Any) -> list[Any]:
