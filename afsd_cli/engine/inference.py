@@ -132,9 +132,9 @@ class VideoJob:
     duration: float | None = None
     output_key: str | None = None
     source: str | None = None
+    time_origin: float = 0.0  # seconds at frame 0 (feature models: engine/postprocess.py VideoMeta)
     # a video file read as a stream of frames (engine/streaming.py) instead of by ``load``
     open_frames: Callable[[], Any] | None = None
-    time_origin: float = 0.0  # seconds at frame 0 (feature models: engine/postprocess.py VideoMeta)
 
 
 @dataclass
