@@ -78,7 +78,8 @@ def register(app: typer.Typer) -> None:
             report = prepare_videos(
                 video_dir, out_dir, dataset=dataset, annotations=annotations, info_path=info,
                 class_names_path=class_names, jobs=jobs, backend=backend, overwrite=overwrite,
-                resize=resize, strict_count=not lenient_count, max_frames=max_frames, size=size, on_start=ui.on_start, on_result=ui.on_result,
+                resize=resize, strict_count=not lenient_count, max_frames=max_frames, size=size, on_start=ui.on_start,
+                on_result=ui.on_result, on_frames=ui.on_frames,
             )
         print_summary(report, "prepare")
         if not report.ok:
@@ -98,7 +99,7 @@ def _prepare_custom(video_dir: Path, out_dir: Path, annotations: Optional[Path],
     with batch_progress("prepare", "frames") as ui:
         prepared = prepare_custom_dataset(video_dir, out_dir, annotations, size=size, fps=fps,
                                           class_names_path=class_names, on_start=ui.on_start,
-                                          on_result=ui.on_result, **batch_options)
+                                          on_result=ui.on_result, on_frames=ui.on_frames, **batch_options)
     prepared.report.notes = []  # printed below with the dataset's own notes
     print_summary(prepared.report, "prepare")
     for note in prepared.notes:

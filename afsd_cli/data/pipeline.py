@@ -97,10 +97,15 @@ def _make_output_dir(out_dir: Path) -> None:
 
 def prepare_one(source: str, target: str, mode: str, resize: str, strict_count: bool,
                 max_frames: int = ANET_MAX_FRAMES, decode_threads: int | None = None,
-                size: int = FRAME_SIZE, sample_fps: float = THUMOS_SAMPLE_FPS) -> dict:
-    """Decode one video and write its frame array; returns what the manifest/info files need."""
+                size: int = FRAME_SIZE, sample_fps: float = THUMOS_SAMPLE_FPS, frame_queue: Any = None) -> dict:
+    """Decode one video and write its frame array; returns what the manifest/info files need.
+
+    ``frame_queue`` (a queue, possibly a multiprocessing proxy) receives ``(name, frames)`` as
+    native frames are decoded, so progress moves inside a long video."""
+    name = Path(target).stem
+    progress = None if frame_queue is None else (lambda frames: frame_queue.put((name, frames)))
     video = read_video(source, mode, resize=resize, strict_count=strict_count, max_frames=max_frames,
-                       decode_threads=decode_threads, size=size, sample_fps=sample_fps)
+                       decode_threads=decode_threads, size=size, sample_fps=sample_fps, progress=progress)
     write_npy(target, video.frames)
     return {
         "work_frames": video.count,
@@ -209,8 +214,13 @@ def prepare_videos(
     video_names: list[str] | None = None,
     on_start: Callable[[int], Any] | None = None,
     on_result: Callable[[TaskResult], Any] | None = None,
+    on_frames: Callable[[str, int], Any] | None = None,
 ) -> BatchReport:
     """Convert every video of ``video_dir`` into ``out_dir/<name>.npy`` and write the info file.
+
+    ``on_frames(name, frames)`` reports native frames decoded inside a video as they come (local
+    backends; with dask/ray only ``on_result`` reports, per video); it also makes ``on_start``
+    receive ``{name: container frame count}`` of every video as a second argument.
 
     ``dataset`` (a kind of ``afsd_cli/profile.py``) picks the sampling (``thumos14``, ``custom``:
     fixed-fps accumulator; ``anet``: ≤768 frames) and the info file (``video_info.csv`` /
@@ -262,7 +272,7 @@ def prepare_videos(
     if not overwrite:
         notes += manifest.changed_settings(("dataset", "resize", "max_frames", "size", "sample_fps"))
     if on_start is not None:
-        on_start(len(plan))
+        on_start(*((len(plan), _container_counts(plan)) if on_frames is not None else (len(plan),)))
 
     results: dict[str, TaskResult] = {}
     sources: dict[str, str | None] = {name: str(source) if source else None for name, source, _ in plan}
@@ -306,7 +316,10 @@ def prepare_videos(
                                                     decode_threads, size, sample_fps)))
 
     try:
-        run_batch(tasks, jobs=jobs, backend=backend, on_result=finish)
+        with _pair_reports(on_frames, backend, jobs, len(tasks)) as frame_queue:
+            if frame_queue is not None:
+                tasks = [Task(t.name, t.func, t.args, {**t.kwargs, "frame_queue": frame_queue}) for t in tasks]
+            run_batch(tasks, jobs=jobs, backend=backend, on_result=finish)
     finally:
         manifest.save()  # also when interrupted: what finished is on record
 
@@ -371,6 +384,18 @@ def _frame_counts(sources: list[Path]) -> dict[str, int]:
             counts[source.stem] = int(shape[0]) if shape else 0
         except (InputError, OSError, ValueError):
             counts[source.stem] = 0
+    return counts
+
+
+def _container_counts(plan: list[tuple[str, Path | None, str | None]]) -> dict[str, int]:
+    """``{name: native frames the container announces}`` (0 when unknown or unreadable): the
+    progress total of ``prepare``, which counts decoded native frames."""
+    counts = {}
+    for name, source, _ in plan:
+        try:
+            counts[name] = max(0, int(probe_video(source).container_count)) if source is not None else 0
+        except (InputError, OSError, ValueError):
+            counts[name] = 0
     return counts
 
 

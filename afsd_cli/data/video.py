@@ -21,7 +21,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -233,8 +233,14 @@ def probe_video(path: str | Path) -> VideoProbe:
         capture.release()
 
 
-def _decode(path: Path, keep: Callable[[int], bool], estimate: int, resize, threads: int | None = None):
-    """Decode every native frame; resize those ``keep(i)`` selects. Returns (frames, decoded, kept)."""
+#: Decoded frames between two progress reports of one video.
+PROGRESS_EVERY = 64
+
+
+def _decode(path: Path, keep: Callable[[int], bool], estimate: int, resize, threads: int | None = None,
+            progress: Callable[[int], Any] | None = None):
+    """Decode every native frame; resize those ``keep(i)`` selects. Returns (frames, decoded, kept).
+    ``progress(n)``: called with the count of native frames decoded since its last call."""
     capture = _open(path, threads)
     buffer = _FrameBuffer(estimate)
     into = getattr(resize, "into", None)  # resizes straight into the array (no allocation + copy)
@@ -247,6 +253,8 @@ def _decode(path: Path, keep: Callable[[int], bool], estimate: int, resize, thre
                 break
             index = decoded
             decoded += 1
+            if progress is not None and decoded % PROGRESS_EVERY == 0:
+                progress(PROGRESS_EVERY)
             if not keep(index):
                 continue
             ok, frame = capture.retrieve()
@@ -259,6 +267,8 @@ def _decode(path: Path, keep: Callable[[int], bool], estimate: int, resize, thre
             kept.append(index)
     finally:
         capture.release()
+    if progress is not None and decoded % PROGRESS_EVERY:
+        progress(decoded % PROGRESS_EVERY)
     return buffer.result(), decoded, kept
 
 
@@ -272,6 +282,7 @@ def read_video(
     strict_count: bool = True,
     decode_threads: int | None = None,
     size: int = FRAME_SIZE,
+    progress: Callable[[int], Any] | None = None,
 ) -> VideoFrames:
     """Decode, resample and resize one video; return the frames with the measured fps/count.
 
@@ -280,7 +291,8 @@ def read_video(
     (THUMOS14 mode), or (``strict_count``, the official behaviour) a decoded frame count that
     differs from the container's, which is how truncated files show up.
     ``decode_threads``: FFmpeg decoder threads (None: OpenCV's default, every core); batch
-    workers use 1 so that N workers do not each start N threads.
+    workers use 1 so that N workers do not each start N threads. ``progress(n)``: called as
+    native frames are decoded (every 64), so a long video's progress moves.
     """
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -296,14 +308,16 @@ def read_video(
             raise InputError(f"frame rate {fps:g} fps is below the {sample_fps:g} fps sampling rate", path)
         rule = TenFpsAccumulator(fps, sample_fps)
         estimate = int(container_count / rule.step) + 2 if container_count > 0 else 64
-        frames, decoded, kept = _decode(path, lambda _i: rule.keep_next(), estimate, resizer, decode_threads)
+        frames, decoded, kept = _decode(path, lambda _i: rule.keep_next(), estimate, resizer, decode_threads,
+                                        progress)
         target_fps = sample_fps
     else:
         # Frames are chosen before decoding, from the header's count; a header without a count
         # costs one extra counting pass.
         planned = int(container_count) if container_count > 0 else _count_frames(path, decode_threads)
         ratio = min(max_frames / planned, 1.0) if planned > 0 else 1.0
-        frames, decoded, kept = _decode_anet(path, anet_keep_indices(planned, ratio, max_frames), resizer, decode_threads)
+        frames, decoded, kept = _decode_anet(path, anet_keep_indices(planned, ratio, max_frames), resizer, decode_threads,
+                                             progress)
         if decoded != planned and decoded > 0 and not strict_count:
             # The header was wrong: plan again on the measured count (a second decoding pass).
             ratio = min(max_frames / decoded, 1.0)
@@ -344,12 +358,13 @@ def _count_frames(path: Path, threads: int | None = None) -> int:
         capture.release()
 
 
-def _decode_anet(path: Path, wanted: list[int], resizer, threads: int | None = None):
+def _decode_anet(path: Path, wanted: list[int], resizer, threads: int | None = None,
+                 progress: Callable[[int], Any] | None = None):
     # A native frame may be shown by several output frames (upsampling never happens here since
     # ratio <= 1, but rounding can repeat the last one): keep each needed native frame once and
     # expand afterwards.
     needed = set(wanted)
-    frames, decoded, kept = _decode(path, needed.__contains__, len(needed), resizer, threads)
+    frames, decoded, kept = _decode(path, needed.__contains__, len(needed), resizer, threads, progress)
     position = {native: row for row, native in enumerate(kept)}
     rows = [position[i] for i in wanted if i in position]
     if len(rows) != len(kept) or rows != list(range(len(rows))):
