@@ -65,6 +65,14 @@ class KindRules:
     action_mask: bool
     inclusive_split: bool
     arrays_in_mp4_path: bool = False  # the official anet.yaml names its array folder video_mp4_path
+    # which official loss procedure trains the model (engine/losses.py LossSettings.official):
+    # "sliding" (AFSD/thumos14/multisegment_loss.py) or "single_clip" (AFSD/anet/multisegment_loss.py)
+    loss_procedure: str = "sliding"
+    # the evaluated subset is the file's held-out one (testing, else validation), however spelled
+    subset_from_file: bool = False
+    # false negatives by instance length in the error breakdown (evaluation/breakdown.py), seconds:
+    # DETAD's bins for ActivityNet; THUMOS14's actions are ten times shorter
+    length_bins: tuple[float, ...] = (0.0, 30.0, 60.0, 120.0, 180.0)
 
     @property
     def video_mode(self) -> str:
@@ -77,18 +85,20 @@ KIND_RULES: dict[str, KindRules] = {
         head="thumos14", sampling="fps", annotation_format="thumos_csv", train_subset="validation",
         test_subset="test", fusion="average", single_window=False, output_version="THUMOS14",
         tiou_thresholds=THUMOS14_TIOU, class_agnostic=False, strip_v_prefix=False,
-        thresholds=((None, 0.001), (None, 0.001)), pad_value=0.0, action_mask=False, inclusive_split=False),
+        thresholds=((None, 0.001), (None, 0.001)), pad_value=0.0, action_mask=False, inclusive_split=False,
+        length_bins=(0.0, 3.0, 6.0, 12.0, 18.0)),
     "anet": KindRules(
         head="anet", sampling="max_frames", annotation_format="anet_info_json", train_subset="training",
         test_subset="validation", fusion="geometric", single_window=True, output_version="ActivityNet-v1.3",
         tiou_thresholds=ANET_TIOU, class_agnostic=True, strip_v_prefix=True,
         thresholds=((1e-9, 1e-9), (0.0, 1e-18)), pad_value=127.5, action_mask=True, inclusive_split=True,
-        arrays_in_mp4_path=True),
+        arrays_in_mp4_path=True, loss_procedure="single_clip"),
     "custom": KindRules(
         head="thumos14", sampling="fps", annotation_format="json", train_subset="training",
         test_subset="validation", fusion="average", single_window=False, output_version="custom",
         tiou_thresholds=THUMOS14_TIOU, class_agnostic=False, strip_v_prefix=False,
-        thresholds=((None, 0.001), (None, 0.001)), pad_value=0.0, action_mask=False, inclusive_split=False),
+        thresholds=((None, 0.001), (None, 0.001)), pad_value=0.0, action_mask=False, inclusive_split=False,
+        subset_from_file=True),
 }
 
 

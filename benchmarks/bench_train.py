@@ -64,7 +64,7 @@ def time_steps(preset: str, device: torch.device, amp: str, steps: int, batch_si
     model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=1e-3)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    settings = LossSettings.for_dataset("thumos14", num_classes=classes, clip_length=clip_length)
+    settings = LossSettings.official("sliding", num_classes=classes, clip_length=clip_length)
     batch = make_batch(clip_length, crop, classes, batch_size)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

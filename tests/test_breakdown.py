@@ -15,7 +15,7 @@ from afsd_cli.evaluation.breakdown import (
     CONFUSION,
     DOUBLE_DETECTION,
     ERROR_TYPES,
-    LENGTH_EDGES,
+    length_edges,
     LOCALIZATION,
     TRUE_POSITIVE,
     WRONG_LABEL,
@@ -154,7 +154,7 @@ def test_removal_gain_is_the_ap_without_that_error_type():
 
 
 def test_false_negatives_by_length_bins():
-    edges = LENGTH_EDGES["thumos14"]  # (0, 3], (3, 6], (6, 12], (12, 18], (18, inf)
+    edges = length_edges("thumos14")  # (0, 3], (3, 6], (6, 12], (12, 18], (18, inf)
     lengths = np.array([0.0, 3.0, 3.01, 6.0, 12.0, 18.0, 18.5, 100.0])
     assert length_bins(lengths, edges).tolist() == [0, 0, 1, 1, 2, 3, 4, 4]
     total, missed = false_negatives_by_length(lengths, np.array([1, 0, 1, 1, 0, 1, 0, 0], bool), edges)

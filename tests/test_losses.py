@@ -16,7 +16,7 @@ from afsd_cli.engine.targets import build_targets, match_priors, proposal_target
 GOLDEN = Path(__file__).parent / "data" / "golden_training"
 OUTPUT_NAMES = ("loc", "conf", "priors", "prop_loc", "prop_conf", "center", "start", "end",
                 "start_loc_prop", "end_loc_prop", "start_conf_prop", "end_conf_prop")
-SETTINGS = L.LossSettings.for_dataset("thumos14", num_classes=21, clip_length=256, lw=10.0, cw=1.0, piou=0.5, ssl=0.1)
+SETTINGS = L.LossSettings.official("sliding", num_classes=21, clip_length=256, lw=10.0, cw=1.0, piou=0.5, ssl=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_anet_matching_uses_scale_ranges_and_adaptive_piou():
     priors = torch.tensor([[0.5, 0.0], [0.5, 1.0], [0.5, 4.0]])
     truths = torch.tensor([[0.5 - 20 / 768, 0.5 + 20 / 768]])
     from afsd_cli.engine.targets import prior_scale_bounds
-    bounds = prior_scale_bounds(priors[:, 1], L.LossSettings.for_dataset("anet", num_classes=2).scale_ranges)
+    bounds = prior_scale_bounds(priors[:, 1], L.LossSettings.official("single_clip", num_classes=2).scale_ranges)
     loc_t, conf_t = match_priors(priors[:, 0], truths, torch.tensor([1.0]), 768, bounds)
     assert conf_t.tolist() == [1, 1, 0]  # level 0 range [0, 30] holds 20 too; level 4 needs > 96
     # every positive predicts poorly (IoU 0.25): fixed piou drops all, adaptive keeps the best

@@ -69,7 +69,9 @@ def register(app: typer.Typer) -> None:
             from afsd_cli.data.custom_dataset import annotation_file_kind
 
             dataset = annotation_file_kind(annotations) if annotations is not None else "thumos14"
-        if dataset == "custom":
+        from afsd_cli.profile import kind_rules
+
+        if kind_rules(dataset).annotation_format == "json":  # a custom dataset: config written too
             _prepare_custom(video_dir, out_dir, annotations, size, fps, class_names,
                             dict(jobs=jobs, backend=backend, overwrite=overwrite, resize=resize,
                                  strict_count=not lenient_count))

@@ -23,7 +23,7 @@ TERM_NAMES: tuple[str, ...] = ("loc", "conf", "prop_loc", "prop_conf", "center",
 @dataclass(frozen=True)
 class LossSettings:
     """What the objective depends on. The dataset differences (``AFSD/anet/``) are the fields after
-    ``ssl``; :meth:`for_dataset` fills them."""
+    ``ssl``; :meth:`official` fills them."""
 
     num_classes: int
     clip_length: int
@@ -44,8 +44,10 @@ class LossSettings:
     triplet_weights: tuple[float, float, float] = (1.0, 0.1, 0.1)
 
     @classmethod
-    def for_dataset(cls, dataset: str, **values: Any) -> "LossSettings":
-        if dataset == "anet":
+    def official(cls, procedure: str, **values: Any) -> "LossSettings":
+        """The settings of an official loss procedure (the dataset profile's ``loss_procedure``):
+        ``sliding`` (AFSD/thumos14/multisegment_loss.py) or ``single_clip`` (AFSD/anet/multisegment_loss.py)."""
+        if procedure == "single_clip":
             length = values.setdefault("clip_length", 768)
             # scale ranges are defined for the 768-frame clip; a shorter preset scales them down
             factor = length / 768.0

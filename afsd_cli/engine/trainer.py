@@ -126,9 +126,11 @@ def latest_state_epoch(run_dir: Path) -> int | None:
 # Settings derived from the config
 # --------------------------------------------------------------------------------------------
 def loss_settings_from_config(cfg: Any, spec: Any) -> LossSettings:
+    from afsd_cli.profile import resolve_profile
+
     training = cfg.training
-    return LossSettings.for_dataset(
-        spec.dataset,
+    return LossSettings.official(
+        resolve_profile(cfg).rules.loss_procedure,
         num_classes=spec.model_classes,
         clip_length=spec.clip_length,
         lw=float(training.lw),

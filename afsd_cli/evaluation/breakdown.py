@@ -38,7 +38,12 @@ MIN_TIOU = 0.1  # DETAD's min_tiou_thr: below it a detection overlaps nothing
 LIMIT_FACTOR = 10  # DETAD's limit_factor: the best 10 G_c detections of each class are profiled
 LENGTH_NAMES = ("XS", "S", "M", "L", "XL")
 # Lower edges of the length bins in seconds (DETAD's false_negative_analysis.py; bins are (a, b]).
-LENGTH_EDGES = {"thumos14": (0.0, 3.0, 6.0, 12.0, 18.0), "anet": (0.0, 30.0, 60.0, 120.0, 180.0)}
+def length_edges(dataset: str) -> tuple[float, ...]:
+    """The instance-length bins (seconds) of the dataset profile (``afsd_cli/profile.py``)."""
+    from afsd_cli.profile import KIND_RULES, KindRules
+
+    rules = KIND_RULES.get(dataset)
+    return rules.length_bins if rules is not None else KindRules.__dataclass_fields__["length_bins"].default
 
 
 @dataclass(frozen=True)
@@ -235,7 +240,7 @@ def diagnose(
     n_videos = len(ground_truth.videos)
     det_group = det_label * n_videos + det_video
     gt_group = ground_truth.label_index * n_videos + ground_truth.video_index
-    edges = LENGTH_EDGES.get(ground_truth.dataset, LENGTH_EDGES["anet"])
+    edges = length_edges(ground_truth.dataset)
     lengths = ground_truth.ends - ground_truth.starts
 
     codes, profiles, gains, matched, missed = [], [], [], [], []

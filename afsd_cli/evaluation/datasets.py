@@ -42,9 +42,10 @@ def detect_dataset(data: Any, from_csv: bool = False) -> str:
 def default_subset(dataset: str, subsets_in_file: Iterable[str]) -> str:
     """The subset evaluated when none is asked for: the profile's (custom: the file's testing
     subset, else its validation subset, as spelled in the file)."""
-    if dataset == "custom":
-        return held_out_subset(subsets_in_file) or dataset_defaults(dataset).subset
-    return dataset_defaults(dataset).subset
+    defaults = dataset_defaults(dataset)
+    if KIND_RULES[dataset].subset_from_file:
+        return held_out_subset(subsets_in_file) or defaults.subset
+    return defaults.subset
 
 
 def parse_tiou(spec: str) -> tuple[float, ...]:
