@@ -261,24 +261,14 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
-# Defaults that differ per dataset (official README commands and configs/*.yaml).
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "thumos14": {
-        "training.lw": 10.0,
-        "training.piou": 0.5,
-        "training.backbone_lr_scale": 1.0,
-    },
-    "custom": {  # trained like THUMOS14 (afsd_cli/profile.py)
-        "training.lw": 10.0,
-        "training.piou": 0.5,
-        "training.backbone_lr_scale": 1.0,
-    },
-    "anet": {
-        "training.lw": 1.0,
-        "training.piou": 0.6,
-        "training.backbone_lr_scale": 0.1,
-    },
-}
+def _dataset_defaults() -> dict[str, dict[str, Any]]:
+    """Defaults that differ per kind of dataset: the profile's (afsd_cli/profile.py KIND_RULES)."""
+    from afsd_cli.profile import KIND_RULES
+
+    return {kind: dict(rules.config_defaults) for kind, rules in KIND_RULES.items()}
+
+
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = _dataset_defaults()
 
 _NONE_STRINGS = {"none", "null", "~", ""}
 

@@ -19,7 +19,7 @@ Importing this module never imports torch (``afsd evaluate`` reads profiles too)
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -70,14 +70,17 @@ class KindRules:
     loss_procedure: str = "sliding"
     # the evaluated subset is the file's held-out one (testing, else validation), however spelled
     subset_from_file: bool = False
+    # config defaults of this kind (official README commands and configs/*.yaml): config.py applies them
+    config_defaults: Mapping[str, Any] = field(default_factory=lambda: {
+        "training.lw": 10.0, "training.piou": 0.5, "training.backbone_lr_scale": 1.0})
     # false negatives by instance length in the error breakdown (evaluation/breakdown.py), seconds:
     # DETAD's bins for ActivityNet; THUMOS14's actions are ten times shorter
     length_bins: tuple[float, ...] = (0.0, 30.0, 60.0, 120.0, 180.0)
 
     @property
     def video_mode(self) -> str:
-        """The name ``data.video.read_video`` gives this sampling rule."""
-        return "thumos14" if self.sampling == "fps" else "anet"
+        """The name ``data.video.read_video`` gives this sampling rule (the same words)."""
+        return self.sampling
 
 
 KIND_RULES: dict[str, KindRules] = {
@@ -92,7 +95,8 @@ KIND_RULES: dict[str, KindRules] = {
         test_subset="validation", fusion="geometric", single_window=True, output_version="ActivityNet-v1.3",
         tiou_thresholds=ANET_TIOU, class_agnostic=True, strip_v_prefix=True,
         thresholds=((1e-9, 1e-9), (0.0, 1e-18)), pad_value=127.5, action_mask=True, inclusive_split=True,
-        arrays_in_mp4_path=True, loss_procedure="single_clip"),
+        arrays_in_mp4_path=True, loss_procedure="single_clip",
+        config_defaults={"training.lw": 1.0, "training.piou": 0.6, "training.backbone_lr_scale": 0.1}),
     "custom": KindRules(
         head="thumos14", sampling="fps", annotation_format="json", train_subset="training",
         test_subset="validation", fusion="average", single_window=False, output_version="custom",

@@ -26,7 +26,7 @@ def test_official_thumos14_config_resolves_to_the_official_procedure():
     assert (profile.fusion, profile.single_window, profile.output_version) == ("average", False, "THUMOS14")
     assert profile.tiou_thresholds == (0.3, 0.4, 0.5, 0.6, 0.7) and profile.test_subset == "test"
     assert len(profile.class_names) == 20 and profile.num_classes == 21
-    assert profile.decode_options() == {"mode": "thumos14", "sample_fps": 10.0, "size": 112, "resize": "pil-bicubic"}
+    assert profile.decode_options() == {"mode": "fps", "sample_fps": 10.0, "size": 112, "resize": "pil-bicubic"}
     assert (profile.test_clip_length, profile.test_clip_stride, profile.test_crop_size) == (256, 128, 96)
 
 
@@ -55,7 +55,7 @@ def test_custom_profile_classes_from_the_json_in_sorted_order(tmp_path):
     profile = resolve_profile(build_config(custom_config(tmp_path)))
     assert profile.class_names == ("Apple", "zebra crossing")
     assert (profile.head, profile.sample_fps, profile.frame_size, profile.crop_size) == ("thumos14", 5.0, 48, 40)
-    assert profile.decode_options() == {"mode": "thumos14", "sample_fps": 5.0, "size": 48, "resize": "cv2-area"}
+    assert profile.decode_options() == {"mode": "fps", "sample_fps": 5.0, "size": 48, "resize": "cv2-area"}
     assert (profile.train_subset, profile.test_subset, profile.output_version) == ("train", "test", "custom")
 
 

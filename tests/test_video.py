@@ -227,7 +227,7 @@ def test_anet_lenient_count_replans_on_the_decoded_count(bad_files):
 
 
 def test_unknown_mode_and_listing(tmp_path):
-    with pytest.raises(InputError, match="unknown mode"):
+    with pytest.raises(InputError, match="unknown sampling mode"):
         read_video(tmp_path / "x.mp4", "kinetics")
     for name in ("b.MP4", "a.avi", "c.txt", ".hidden.mp4", "d.webm"):
         (tmp_path / name).write_bytes(b"x")

@@ -25,7 +25,7 @@ import numpy as np
 from afsd_cli.data.video import (
     ANET_MAX_FRAMES,
     FRAME_SIZE,
-    MODES,
+    sampling_rule,
     THUMOS_SAMPLE_FPS,
     TenFpsAccumulator,
     _open,
@@ -46,11 +46,10 @@ class VideoFrameStream:
     One pass only: iterating twice raises.
     """
 
-    def __init__(self, path: str | Path, mode: str = "thumos14", *, resize: str = "pil-bicubic",
+    def __init__(self, path: str | Path, mode: str = "fps", *, resize: str = "pil-bicubic",
                  sample_fps: float = THUMOS_SAMPLE_FPS, max_frames: int = ANET_MAX_FRAMES,
                  strict_count: bool = True, decode_threads: int | None = None, size: int = FRAME_SIZE):
-        if mode not in MODES:
-            raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        mode = sampling_rule(mode)
         self.path = Path(path)
         self.mode = mode
         self.resize = resize
@@ -63,10 +62,10 @@ class VideoFrameStream:
         # the checks of read_video, before any decoding
         if not math.isfinite(self.fps) or self.fps <= 0:
             raise InputError(f"container reports an invalid frame rate ({self.fps})", self.path)
-        if mode == "thumos14" and self.fps < sample_fps:
+        if mode == "fps" and self.fps < sample_fps:
             raise InputError(f"frame rate {self.fps:g} fps is below the {sample_fps:g} fps sampling rate",
                              self.path)
-        self.sample_fps: float | None = float(sample_fps) if mode == "thumos14" else None
+        self.sample_fps: float | None = float(sample_fps) if mode == "fps" else None
         self.expected_frames = self._expected_frames()
         self.decoded = 0
         self.frames_read = 0
@@ -80,7 +79,7 @@ class VideoFrameStream:
     def _expected_frames(self) -> int | None:
         if self.container_count <= 0 or not math.isfinite(self.container_count):
             return None
-        if self.mode == "anet":
+        if self.mode == "max_frames":
             return min(int(self.container_count), self.max_frames)
         step = self.fps / float(self.sample_fps)
         return int(self.container_count / step)
@@ -89,7 +88,7 @@ class VideoFrameStream:
         if self._started:
             raise RuntimeError("a VideoFrameStream can be iterated once")
         self._started = True
-        if self.mode == "anet":
+        if self.mode == "max_frames":
             return self._anet_frames()
         return self._thumos_frames()
 
@@ -127,7 +126,7 @@ class VideoFrameStream:
 
     def _anet_frames(self) -> Iterator[np.ndarray]:
         # at most max_frames frames, chosen from the total count: read_video's bounded result
-        video = read_video(self.path, "anet", resize=self.resize, max_frames=self.max_frames,
+        video = read_video(self.path, "max_frames", resize=self.resize, max_frames=self.max_frames,
                            strict_count=self.strict_count, decode_threads=self.decode_threads, size=self.size)
         self.decoded, self.sample_fps = video.count, float(video.sample_fps)
         self.frames_read = video.sample_count

@@ -2,10 +2,10 @@
 
 Two temporal sampling modes, both applied to frames decoded with OpenCV:
 
-* ``"thumos14"``: the official 10 fps accumulator (``step = fps / 10``; every decoded frame adds 1
+* ``"fps"`` (alias ``"thumos14"``): the official 10 fps accumulator (``step = fps / 10``; every decoded frame adds 1
   to an accumulator, a frame is kept when the accumulator reaches ``step``, which is then
   subtracted). At 30 fps this keeps native frames 3, 6, 9, ... (1-based).
-* ``"anet"``: "dynamic fps": the video is resampled to ``target_fps = fps * min(768 / count, 1)``
+* ``"max_frames"`` (alias ``"anet"``): "dynamic fps": the video is resampled to ``target_fps = fps * min(768 / count, 1)``
   so that it has at most 768 frames. The official code re-encodes with ffmpeg ``-r target_fps``;
   here the frames are chosen on the decoded stream the way a constant-frame-rate resampler does
   (see :func:`anet_keep_indices`).
@@ -28,7 +28,19 @@ import numpy as np
 from afsd_cli.errors import InputError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
-MODES = ("thumos14", "anet")
+#: Sampling rules: "fps" keeps frames at a fixed rate (the official THUMOS14 10 fps accumulator),
+#: "max_frames" resamples each video to at most N frames (the official ActivityNet rule). The
+#: dataset profile (afsd_cli/profile.py) picks one; the dataset names are accepted as aliases.
+MODES = ("fps", "max_frames")
+MODE_ALIASES = {"thumos14": "fps", "custom": "fps", "anet": "max_frames"}
+
+
+def sampling_rule(mode: str) -> str:
+    """``mode`` as one of :data:`MODES` (dataset names as aliases); InputError when unknown."""
+    rule = MODE_ALIASES.get(mode, mode)
+    if rule not in MODES:
+        raise InputError(f"unknown sampling mode {mode!r}; choose one of {', '.join(MODES)}")
+    return rule
 RESIZE_METHODS = ("pil-bicubic", "cv2-area", "cv2-cubic")
 
 THUMOS_SAMPLE_FPS = 10.0
@@ -274,7 +286,7 @@ def _decode(path: Path, keep: Callable[[int], bool], estimate: int, resize, thre
 
 def read_video(
     path: str | Path,
-    mode: str = "thumos14",
+    mode: str = "fps",
     *,
     resize: str = "pil-bicubic",
     sample_fps: float = THUMOS_SAMPLE_FPS,
@@ -294,8 +306,7 @@ def read_video(
     workers use 1 so that N workers do not each start N threads. ``progress(n)``: called as
     native frames are decoded (every 64), so a long video's progress moves.
     """
-    if mode not in MODES:
-        raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    mode = sampling_rule(mode)
     path = Path(path)
     probe = probe_video(path)
     fps, container_count = probe.fps, probe.container_count
@@ -303,7 +314,7 @@ def read_video(
         raise InputError(f"container reports an invalid frame rate ({fps})", path)
     resizer = make_resizer(resize, size)
 
-    if mode == "thumos14":
+    if mode == "fps":
         if fps < sample_fps:
             raise InputError(f"frame rate {fps:g} fps is below the {sample_fps:g} fps sampling rate", path)
         rule = TenFpsAccumulator(fps, sample_fps)
@@ -372,7 +383,7 @@ def _decode_anet(path: Path, wanted: list[int], resizer, threads: int | None = N
     return frames, decoded, [kept[r] for r in rows]
 
 
-def read_frames(path: str | Path, mode: str = "thumos14", **kwargs) -> np.ndarray:
+def read_frames(path: str | Path, mode: str = "fps", **kwargs) -> np.ndarray:
     """Just the ``uint8 [T, 112, 112, 3]`` RGB array (see :func:`read_video` for the details)."""
     return read_video(path, mode, **kwargs).frames
 
