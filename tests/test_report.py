@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -189,32 +190,11 @@ def test_page_is_self_contained(tmp_path):
 
 
 def thumos14_sized(ground_truth, n=50_000, seed=0):
-    """Detections of the size AFSD writes for the THUMOS14 test set: about 235 per video, a third
-    near instances (85 % of the right class), the rest anywhere with lower scores."""
-    rng = np.random.default_rng(seed)
-    per_video = n // len(ground_truth.videos)
-    results = {}
-    for v, name in enumerate(ground_truth.videos):
-        own = np.flatnonzero(ground_truth.video_index == v)
-        near = min(per_video // 3, own.size * 4)
-        pick = rng.choice(own, near)
-        length = ground_truth.ends[pick] - ground_truth.starts[pick]
-        centre = (ground_truth.starts[pick] + ground_truth.ends[pick]) / 2 + rng.normal(0, 0.15, near) * length
-        half = length * rng.uniform(0.35, 0.75, near)
-        far = per_video - near
-        anywhere = rng.random(far) * ground_truth.ends[own].max() * 1.1
-        starts = np.concatenate([np.maximum(centre - half, 0), anywhere])
-        ends = np.concatenate([centre + half, anywhere + rng.random(far) * 10])
-        n_classes = len(ground_truth.class_names)
-        right = rng.random(near) < 0.85
-        labels = np.concatenate([np.where(right, ground_truth.label_index[pick], rng.integers(0, n_classes, near)),
-                                 rng.integers(0, n_classes, far)])
-        scores = np.concatenate([rng.uniform(0.3, 1.0, near), rng.uniform(0.0, 0.6, far)])
-        results[name] = [
-            {"segment": [round(s, 2), round(e, 2)], "score": round(x, 4), "label": ground_truth.class_names[c]}
-            for s, e, x, c in zip(starts.tolist(), ends.tolist(), scores.tolist(), labels.tolist())
-        ]
-    return {"results": results}
+    """Detections of the size AFSD writes for the THUMOS14 test set (benchmarks/bench_report.py's)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_report import synthetic_detections
+
+    return synthetic_detections(ground_truth, n, seed)
 
 
 @pytest.fixture(scope="module")
