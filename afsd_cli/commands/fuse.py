@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from afsd_cli.commands._common import handle_errors
-from afsd_cli.commands.predict import (
+from afsd_cli.commands._prediction import (
     DETECTIONS_NAME,
     AllOrNothingOption,
     AmpOption,
