@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from afsd_cli.data.annotations import Annotation
-from afsd_cli.data.npy import open_frames
+from afsd_cli.data.npy import open_frames, open_npy
 from afsd_cli.data.windows import TrainingWindow, boundary_masks, normalised_targets
 from afsd_cli.errors import InputError
 
@@ -354,9 +354,9 @@ def _array_problem(path: Path, channels: int, crop: int, size: int | None) -> st
     if not path.is_file():
         return f"{path.name} not found"
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - numpy raises many types for corrupt files
-        return f"{path.name} unreadable ({type(exc).__name__})"
+        array = open_npy(path)  # the one .npy reader: it names what is wrong with the file
+    except InputError as exc:
+        return f"{path.name} unreadable ({exc.message})"
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != channels or array.shape[0] == 0:
         return f"{path.name} is {array.dtype} {list(array.shape)}, expected uint8 [T, H, W, {channels}]"
     if min(array.shape[1:3]) < crop:

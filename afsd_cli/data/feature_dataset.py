@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from afsd_cli.data.annotations import Annotation, JsonAnnotations, VideoInfo, read_json_annotations
+from afsd_cli.data.npy import open_npy
 from afsd_cli.data.windows import TrainingWindow, boundary_masks, normalised_targets
 from afsd_cli.errors import ConfigError, InputError
 from afsd_cli.features.timeline import (
@@ -129,9 +130,9 @@ def feature_array_problem(path: Path, channels: int | None = None) -> str | None
     if not path.is_file():
         return f"{path.name} not found"
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - numpy raises many types for corrupt files
-        return f"{path.name} unreadable ({type(exc).__name__})"
+        array = open_npy(path)  # the one .npy reader: it names what is wrong with the file
+    except InputError as exc:
+        return f"{path.name} unreadable ({exc.message})"
     if array.ndim != 2 or array.dtype.kind != "f" or array.shape[0] == 0 or array.shape[1] == 0:
         return f"{path.name} is {array.dtype} {list(array.shape)}, expected float [features, channels]"
     if channels is not None and array.shape[1] != channels:
@@ -145,7 +146,7 @@ def open_feature_array(path: str | Path, channels: int | None = None) -> np.ndar
     problem = feature_array_problem(path, channels)
     if problem:
         raise InputError(problem, path)
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    return open_npy(path)
 
 
 def feature_videos(folder: str | Path, annotations: JsonAnnotations, subset: str, profile: Any,
@@ -180,7 +181,7 @@ def feature_videos(folder: str | Path, annotations: JsonAnnotations, subset: str
         if problem:
             problems.append(problem)
             continue
-        stored, width = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        stored, width = open_npy(path).shape
         duration = ((catalog.durations.get(video.name) if catalog else None) or video.duration
                     or ((stored - 1) * stride + clip_frames) / float(fps))
         # feature j of every `every`-th is stored feature j·every: the same mapping with stride × every

@@ -22,6 +22,7 @@ import torch
 
 from afsd_cli.data.batch import DONE, FAILED, SKIPPED, Task, TaskResult, check_backend, run_batch
 from afsd_cli.data.manifest import MANIFEST_NAME, Manifest
+from afsd_cli.data.npy import open_npy
 from afsd_cli.data.pipeline import MANIFEST_SAVE_INTERVAL_S, BatchReport
 from afsd_cli.data.video import VIDEO_EXTENSIONS, list_videos
 from afsd_cli.engine.inference import resolve_device
@@ -337,8 +338,8 @@ def _prepare_rates(folder: Path) -> dict[str, float]:
 
 def feature_output_is_complete(path: Path, channels: int) -> bool:
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):
+        array = open_npy(path)
+    except InputError:
         return False
     return array.dtype == np.float32 and array.ndim == 2 and array.shape[0] > 0 and array.shape[1] == channels
 
