@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from afsd_cli.commands._common import console, err_console, handle_errors
+
+if TYPE_CHECKING:
+    from afsd_cli.evaluation.ground_truth import GroundTruth
+    from afsd_cli.evaluation.run import EvaluatedFile, Evaluation
 
 
 def register(app: typer.Typer) -> None:
@@ -65,104 +69,55 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Evaluate detections: mAP at each tIoU threshold and their average."""
-        from rich.markup import escape
-
-        from afsd_cli.errors import InputError
-        from afsd_cli.evaluation import TIE_BREAKS, evaluate_detections, load_detections, load_ground_truth, parse_tiou
         from afsd_cli.evaluation._malloc import retain_freed_memory
-        from afsd_cli.evaluation.datasets import choose_evaluation, dataset_defaults
-        from afsd_cli.io import write_json
-        from afsd_cli.runs import check_output_options, check_run_name, default_runs_dir, new_run_dir, write_env
+        from afsd_cli.evaluation.run import EvaluationRequest, run_evaluation
 
         retain_freed_memory()  # this process only: NumPy temporaries without repeated page faults
-
-        # Option errors first, before reading any file.
-        if dataset is not None:
-            dataset_defaults(dataset)
-        if ties not in TIE_BREAKS:
-            raise InputError(f"--ties: unknown tie-break {ties!r} (choose one of: {', '.join(TIE_BREAKS)})")
-        thresholds = parse_tiou(tiou) if tiou is not None else None
-        check_output_options("evaluate", output, name, exist_ok)
-        base = runs_dir or default_runs_dir("evaluate")
-        check_run_name(base, name, exist_ok)
-        run_folder = None if output is not None else base / (name or ("exp" if exist_ok else ""))
-        if compare is not None and output is not None and report is None:
-            raise InputError("--compare writes an HTML page: with --output, say where with --report PATH.html")
-        _check_outputs(output, plot, run_folder, report)
-        loaded = load_detections(detections)
-        choice = choose_evaluation(loaded, dataset, subset, thresholds)
-        ground_truth = load_ground_truth(gt, choice.subset, choice.dataset)
-        result = evaluate_detections(
-            ground_truth, loaded, choice.tiou_thresholds, strict=strict, tie_break=ties, with_pr_curves=plot is not None
-        )
-        baseline = None
-        if compare is not None:
-            baseline_detections = load_detections(compare)
-            baseline = (baseline_detections, evaluate_detections(
-                ground_truth, baseline_detections, choice.tiou_thresholds, strict=strict, tie_break=ties))
-        run_dir = None  # the run folder (None with --output): metrics.json, env.json
-        if output is None:  # claimed only now that there are metrics to write
-            run_dir = new_run_dir(base, name, exist_ok)
-            output = run_dir / METRICS_NAME
-            write_env(run_dir)
-        report_path = report if report is not None else (run_dir / REPORT_NAME if run_dir is not None else None)
-
-        _print_choice(result, choice, tiou is not None, subset is not None)
-        _print_summary(ground_truth, loaded, result, subset)
-        if baseline is not None:
-            _print_summary(ground_truth, baseline[0], baseline[1], subset, ground_truth_line=False)
-        if per_class:
-            console.print(_per_class_table(result))
-        console.print(_map_table(result) if baseline is None else _compare_table(baseline[1], result, compare, detections))
-        if output is not None:
-            try:
-                metrics = result.to_dict()
-                if loaded.profile is not None:  # the dataset profile travels with the numbers
-                    metrics["profile"] = loaded.profile
-                write_json(output, metrics)
-            except OSError as exc:
-                raise InputError(f"cannot write: {exc.strerror or exc}", output) from None
-            console.print(f"metrics written to [bold]{escape(str(output))}[/]", emoji=False)
-        if report_path is not None:
-            from afsd_cli.evaluation.report import ReportRun, run_info_beside, write_report
-
-            runs = [ReportRun(_run_name(detections, compare), loaded, result, run_info_beside(detections))]
-            if baseline is not None:
-                runs.insert(0, ReportRun(_run_name(compare, detections), baseline[0], baseline[1], run_info_beside(compare)))
-            with console.status("writing the report", spinner="dots"):
-                write_report(report_path, ground_truth, runs)
-            console.print(f"report written to [bold]{escape(str(report_path))}[/]", emoji=False)
-        if plot is not None:
-            from afsd_cli.evaluation.plots import save_plots
-
-            try:
-                paths = save_plots(result, plot)
-            except OSError as exc:
-                raise InputError(f"cannot write plots: {exc.strerror or exc}", plot) from None
-            for path in paths:
-                console.print(f"plot written to [bold]{escape(str(path))}[/]", emoji=False)
-        if run_dir is not None:
-            console.print(f"run folder: [bold]{escape(str(run_dir))}[/] ({METRICS_NAME}, {REPORT_NAME}, env.json)", emoji=False,
-                          highlight=False)
+        evaluation = run_evaluation(EvaluationRequest(
+            detections, gt, dataset=dataset, subset=subset, tiou=tiou, ties=ties, strict=strict, compare=compare,
+            output=output, name=name, exist_ok=exist_ok, runs_dir=runs_dir, report=report, plot=plot))
+        _print_results(evaluation, explicit_tiou=tiou is not None, requested_subset=subset, per_class=per_class)
+        _write_outputs(evaluation)
 
 
-METRICS_NAME = "metrics.json"
-REPORT_NAME = "report.html"  # written in the run folder unless --report says elsewhere
+def _print_results(evaluation: Evaluation, explicit_tiou: bool, requested_subset: Optional[str],
+                   per_class: bool) -> None:
+    """The header line, what was read and evaluated, then the tables."""
+    evaluated, baseline = evaluation.evaluated, evaluation.baseline
+    _print_choice(evaluated.result, evaluation.choice, explicit_tiou, requested_subset is not None)
+    _print_summary(evaluation.ground_truth, evaluated, requested_subset)
+    if baseline is not None:
+        _print_summary(evaluation.ground_truth, baseline, requested_subset, ground_truth_line=False)
+    if per_class:
+        console.print(_per_class_table(evaluated.result))
+    console.print(_map_table(evaluated.result) if baseline is None else _compare_table(baseline, evaluated))
 
 
-def _check_outputs(output: Optional[Path], plot: Optional[Path], run_folder: Optional[Path] = None,
-                   report: Optional[Path] = None) -> None:
-    """Unwritable outputs fail before the (possibly long) evaluation, not after it: ``output``,
-    or else the run folder to be (or the folder it will be created in), the report, the plots."""
-    from afsd_cli.io import ensure_writable
+def _write_outputs(evaluation: Evaluation) -> None:
+    """Metrics, report and plots, each announced once written; then the run folder."""
+    from rich.markup import escape
 
-    for path in (output, report):
-        if path is not None:
-            ensure_writable(path, kind="file")
-    if output is None and run_folder is not None:
-        ensure_writable(run_folder, kind="folder")
-    if plot is not None:
-        ensure_writable(plot, kind="folder")
+    from afsd_cli.evaluation.run import (
+        METRICS_NAME,
+        REPORT_NAME,
+        save_evaluation_plots,
+        write_evaluation_report,
+        write_metrics,
+    )
+
+    outputs = evaluation.outputs
+    written = write_metrics(evaluation)
+    console.print(f"metrics written to [bold]{escape(str(written))}[/]", emoji=False)
+    if outputs.report is not None:
+        with console.status("writing the report", spinner="dots"):
+            write_evaluation_report(evaluation, outputs.report)
+        console.print(f"report written to [bold]{escape(str(outputs.report))}[/]", emoji=False)
+    if outputs.plot is not None:
+        for path in save_evaluation_plots(evaluation, outputs.plot):
+            console.print(f"plot written to [bold]{escape(str(path))}[/]", emoji=False)
+    if outputs.run_dir is not None:
+        console.print(f"run folder: [bold]{escape(str(outputs.run_dir))}[/] ({METRICS_NAME}, {REPORT_NAME}, env.json)",
+                      emoji=False, highlight=False)
 
 
 def _print_choice(result, choice, explicit_tiou: bool, explicit_subset: bool) -> None:
@@ -177,34 +132,19 @@ def _print_choice(result, choice, explicit_tiou: bool, explicit_subset: bool) ->
     )
 
 
-
-def _run_name(path: Path, other: Optional[Path]) -> str:
-    """The file's name on the page: its stem, or its parent folder too when both stems are equal."""
-    if other is not None and Path(other).stem == path.stem:
-        return f"{path.parent.name}/{path.stem}"
-    return path.stem
-
-
-def _print_summary(ground_truth, detections, result, requested_subset, ground_truth_line: bool = True) -> None:
+def _print_summary(ground_truth: GroundTruth, file: EvaluatedFile, requested_subset: Optional[str],
+                   ground_truth_line: bool = True) -> None:
+    """What was read and how much of it was evaluated (the ground truth once, each file after it)."""
     from rich.markup import escape
 
-    subset = f"subset {result.subset!r}" if result.subset is not None else "all rows"
+    result = file.result
     if ground_truth_line:
-        console.print(
-            f"ground truth [bold]{escape(ground_truth.source)}[/] ({result.dataset}, {subset}): "
-            f"{result.num_ground_truth} instances, {len(ground_truth.videos)} videos, {len(result.class_names)} classes",
-            highlight=False,
-            emoji=False,
-        )
-    if ground_truth_line and ground_truth.subset is None and requested_subset is not None:
-        err_console.print(
-            f"[yellow]note:[/] the CSV has no subset column; --subset {escape(repr(requested_subset))} not applied",
-            emoji=False,
-        )
+        _print_ground_truth(ground_truth, result, requested_subset)
     if ground_truth.skipped_ambiguous:
         console.print(f"skipped {ground_truth.skipped_ambiguous} 'Ambiguous' rows", highlight=False)
     console.print(
-        f"detections [bold]{escape(detections.source)}[/]: {len(detections)} read, {result.num_predictions} evaluated",
+        f"detections [bold]{escape(file.detections.source)}[/]: {len(file.detections)} read, "
+        f"{result.num_predictions} evaluated",
         highlight=False,
         emoji=False,
     )
@@ -216,6 +156,23 @@ def _print_summary(ground_truth, detections, result, requested_subset, ground_tr
         _warn_dropped(dropped.unknown_label, "with", dropped.unknown_labels, "label", "absent from the ground truth")
     if result.out_of_range.total:
         _note_out_of_range(result.out_of_range)
+
+
+def _print_ground_truth(ground_truth: GroundTruth, result, requested_subset: Optional[str]) -> None:
+    from rich.markup import escape
+
+    subset = f"subset {result.subset!r}" if result.subset is not None else "all rows"
+    console.print(
+        f"ground truth [bold]{escape(ground_truth.source)}[/] ({result.dataset}, {subset}): "
+        f"{result.num_ground_truth} instances, {len(ground_truth.videos)} videos, {len(result.class_names)} classes",
+        highlight=False,
+        emoji=False,
+    )
+    if ground_truth.subset is None and requested_subset is not None:
+        err_console.print(
+            f"[yellow]note:[/] the CSV has no subset column; --subset {escape(repr(requested_subset))} not applied",
+            emoji=False,
+        )
 
 
 def _note_out_of_range(out_of_range) -> None:
@@ -270,20 +227,23 @@ def _map_table(result):
     return table
 
 
-def _compare_table(baseline, result, baseline_path: Path, path: Path):
+def _compare_table(baseline: EvaluatedFile, evaluated: EvaluatedFile):
+    """mAP of both files side by side; differences read the evaluated file minus the baseline."""
     from rich.markup import escape
     from rich.table import Table
 
+    from afsd_cli.evaluation.run import file_label
+
     table = Table(title="mAP (%)", title_justify="left")
     table.add_column("tIoU", justify="right")
-    names = (_run_name(baseline_path, path), _run_name(path, baseline_path))
-    for name in names:
+    for name in (file_label(baseline.path, evaluated.path), file_label(evaluated.path, baseline.path)):
         table.add_column(escape(name), justify="right")
     table.add_column("Δ", justify="right")
-    for threshold, before, after in zip(result.tiou_thresholds, baseline.mAP, result.mAP):
+    result = evaluated.result
+    for threshold, before, after in zip(result.tiou_thresholds, baseline.result.mAP, result.mAP):
         table.add_row(f"{threshold:.2f}", f"{100 * before:.2f}", f"{100 * after:.2f}", f"{100 * (after - before):+.2f}")
     table.add_section()
-    before, after = baseline.average_mAP, result.average_mAP
+    before, after = baseline.result.average_mAP, result.average_mAP
     table.add_row("[bold]average[/]", f"{100 * before:.2f}", f"{100 * after:.2f}", f"[bold]{100 * (after - before):+.2f}[/]")
     return table
 
