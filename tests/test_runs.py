@@ -198,10 +198,10 @@ def test_retention_resume_and_the_run_as_input(tmp_path):
 
 def test_checks_and_env_json_record_the_afsd_version(tmp_path):
     from afsd_cli import __version__
-    from afsd_cli.commands.checks import _version_rows
+    from afsd_cli.checks import version_rows
     from afsd_cli.runs import write_env
 
-    assert ("afsd", __version__) in _version_rows()
+    assert ("afsd", __version__) in version_rows()
     env = json.loads(write_env(tmp_path, {"device": "cpu"}).read_text())
     assert env["afsd"] == __version__ and env["device"] == "cpu" and env["argv"]
 
