@@ -7,19 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from afsd_cli.commands._common import console, fail, handle_errors
-
-
-def _parse_fps(value: str) -> float | None:
-    if value.strip().lower() == "native":
-        return None
-    try:
-        fps = float(value)
-    except ValueError:
-        raise fail(f"--fps must be 'native' or a number of frames per second, got {value!r}") from None
-    if not fps > 0 or fps != fps or fps == float("inf"):
-        raise fail(f"--fps must be a positive number, got {value!r}")
-    return fps
+from afsd_cli.commands._common import console, handle_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -60,11 +48,10 @@ def register(app: typer.Typer) -> None:
         from afsd_cli.commands._batch_ui import batch_progress, print_summary
         from afsd_cli.features.extract import FEATURES_JSON, ExtractSettings, extract_features
 
-        settings = ExtractSettings(
-            modality=modality or ("both" if flow_weights is not None else "rgb"),
-            weights=str(weights) if weights else None, flow_weights=str(flow_weights) if flow_weights else None,
-            flow_input=str(flow_input) if flow_input else None, flow_method=flow_method, clip_frames=clip_frames,
-            stride=stride, size=size, fps=_parse_fps(fps), device=device, amp=amp, batch_size=batch_size, jobs=jobs,
+        settings = ExtractSettings.from_options(
+            modality=modality, weights=weights, flow_weights=flow_weights, flow_input=flow_input, fps=fps,
+            flow_method=flow_method, clip_frames=clip_frames, stride=stride, size=size, device=device, amp=amp,
+            batch_size=batch_size, jobs=jobs,
         )
         with batch_progress("extract", "clips") as ui:
             report = extract_features(inputs, out_dir, settings, overwrite=overwrite, on_start=ui.on_start,

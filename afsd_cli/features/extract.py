@@ -74,6 +74,15 @@ class ExtractSettings:
     batch_size: int | None = None
     jobs: int = 1
 
+    @classmethod
+    def from_options(cls, *, modality: str | None, weights: str | Path | None, flow_weights: str | Path | None,
+                     flow_input: str | Path | None, fps: str, **rest: Any) -> ExtractSettings:
+        """The settings ``afsd extract``'s options say: ``--modality`` defaults to both with flow
+        weights, else rgb; ``--fps`` is text (:func:`parse_fps`); ``rest`` are fields as they are."""
+        return cls(modality=modality or ("both" if flow_weights is not None else "rgb"),
+                   weights=_text(weights), flow_weights=_text(flow_weights), flow_input=_text(flow_input),
+                   fps=parse_fps(fps), **rest)
+
     def modalities(self) -> tuple[str, ...]:
         return ("rgb", "flow") if self.modality == "both" else (self.modality,)
 
@@ -81,6 +90,23 @@ class ExtractSettings:
         if modality == "rgb":
             return self.weights
         return self.flow_weights or (self.weights if self.modality == "flow" else None)
+
+
+def parse_fps(text: str) -> float | None:
+    """``--fps``: ``native`` (None: every frame of the video) or a positive number."""
+    if text.strip().lower() == "native":
+        return None
+    try:
+        fps = float(text)
+    except ValueError:
+        raise ConfigError(f"--fps must be 'native' or a number of frames per second, got {text!r}") from None
+    if not fps > 0 or fps != fps or fps == float("inf"):
+        raise ConfigError(f"--fps must be a positive number, got {text!r}")
+    return fps
+
+
+def _text(path: str | Path | None) -> str | None:
+    return str(path) if path else None
 
 
 @dataclass
@@ -158,27 +184,30 @@ def _source_chunks(item: SourceItem, settings: ExtractSettings, decode_threads: 
     if "flow" in wanted and item.flow_path is not None:
         flow = array_chunks(load_frame_array(item.flow_path, 2))
         record["flow_source"] = str(item.flow_path)
+    return _steps(rgb, flow, wanted, settings), record, stream
 
-    def steps() -> Iterator[dict[str, np.ndarray]]:
-        if "flow" not in wanted:
-            for chunk in rgb:
-                yield {"rgb": chunk}
-        elif flow is not None:
-            for rgb_chunk, flow_chunk in itertools.zip_longest(rgb if "rgb" in wanted else (), flow):
-                yield {key: chunk for key, chunk in (("rgb", rgb_chunk), ("flow", flow_chunk)) if chunk is not None}
-        else:
-            flower = FlowFromFrames(settings.flow_method, _flow_device(settings))
-            for chunk in rgb:
-                step = {"rgb": chunk} if "rgb" in wanted else {}
-                flow_chunk = flower.push(chunk)
-                if flow_chunk is not None:
-                    step["flow"] = flow_chunk
-                yield step
-            last = flower.finish()
-            if last is not None:
-                yield {"flow": last}
 
-    return steps(), record, stream
+def _steps(rgb: Iterator[np.ndarray] | None, flow: Iterator[np.ndarray] | None, wanted: tuple[str, ...],
+           settings: ExtractSettings) -> Iterator[dict[str, np.ndarray]]:
+    """``{modality: chunk}`` steps: RGB alone, RGB beside the flow arrays, or flow computed from
+    the RGB chunks (``sources.FlowFromFrames``: its repeated last flow comes after them)."""
+    if "flow" not in wanted:
+        for chunk in rgb:
+            yield {"rgb": chunk}
+    elif flow is not None:
+        for rgb_chunk, flow_chunk in itertools.zip_longest(rgb if "rgb" in wanted else (), flow):
+            yield {key: chunk for key, chunk in (("rgb", rgb_chunk), ("flow", flow_chunk)) if chunk is not None}
+    else:
+        flower = FlowFromFrames(settings.flow_method, _flow_device(settings))
+        for chunk in rgb:
+            step = {"rgb": chunk} if "rgb" in wanted else {}
+            flow_chunk = flower.push(chunk)
+            if flow_chunk is not None:
+                step["flow"] = flow_chunk
+            yield step
+        last = flower.finish()
+        if last is not None:
+            yield {"flow": last}
 
 
 def _flow_device(settings: ExtractSettings) -> str:
@@ -389,41 +418,65 @@ def extract_features(
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, [Path(p) for p in inputs], settings)
     items = collect_sources(inputs, settings.flow_input if "flow" in settings.modalities() else None)
+    run = _start_run(settings, out_dir, overwrite)
+    to_do = {item.name for item in items if item.problem is None
+             and (overwrite or not _finished(item, out_dir, run.manifest, CHANNELS * len(settings.modalities())))}
+    encoders = _load_encoders(settings, run.device) if to_do else {}
+    _make_output_dir(out_dir)
+    if on_start is not None:
+        on_start(len(items))
+    recorder = _Recorder(run.manifest, {item.name: item for item in items}, on_result)
+    jobs = min(settings.jobs, max(1, len(items)))
+    tasks = _tasks(items, to_do, out_dir, settings, run, encoders, jobs, recorder, on_clips)
+    try:
+        run_batch(tasks, jobs=jobs, backend=backend if jobs > 1 else "sequential", on_result=recorder)
+    finally:
+        run.manifest.save()  # also when interrupted: what finished is on record
+        write_features_json(out_dir, run.described, run.weights, run.manifest, [item.name for item in items])
+    return BatchReport([recorder.results[item.name] for item in items], out_dir, run.manifest.path)
+
+
+@dataclass
+class _Run:
+    """How this run computes (device, batch size) and what it records (weights, settings, manifest)."""
+
+    device: str
+    batch_size: int
+    weights: dict[str, dict[str, str]]  # modality -> {path, sha256}
+    described: dict[str, Any]  # the settings as features.json and the manifest record them
+    manifest: Manifest
+
+
+def _start_run(settings: ExtractSettings, out_dir: Path, overwrite: bool) -> _Run:
+    """The run's device and records; a folder holding features of other settings is refused."""
     device, batch_size = _compute_settings(settings)
     weights = {m: {"path": str(settings.weights_for(m)), "sha256": file_sha256(settings.weights_for(m))}
                for m in settings.modalities()}
     described = _describe_settings(settings, device, batch_size, weights)
     manifest = Manifest(out_dir / MANIFEST_NAME, "extract", described)
     _check_resumable(manifest, described, overwrite, out_dir)
-    channels = CHANNELS * len(settings.modalities())
-    to_do = {item.name for item in items
-             if item.problem is None and (overwrite or not _finished(item, out_dir, manifest, channels))}
-    encoders = _load_encoders(settings, device) if to_do else {}
-    _make_output_dir(out_dir)
-    if on_start is not None:
-        on_start(len(items))
+    return _Run(device, batch_size, weights, described, manifest)
 
-    recorder = _Recorder(manifest, {item.name: item for item in items}, on_result)
-    jobs = min(settings.jobs, max(1, len(items)))
+
+def _tasks(items: list[SourceItem], to_do: set[str], out_dir: Path, settings: ExtractSettings, run: _Run,
+           encoders: dict[str, ClipEncoder], jobs: int, recorder: "_Recorder",
+           on_clips: Callable[[int], Any] | None) -> list[Task]:
+    """A task per item to extract (in this process, or in ``jobs`` workers loading their own
+    networks); items with a problem or already finished are recorded at once."""
     tasks: list[Task] = []
     for item in items:
         if item.problem is not None:
             recorder(TaskResult(item.name, FAILED, error=item.problem))
         elif item.name not in to_do:
-            recorder(TaskResult(item.name, SKIPPED, info=manifest.get(item.name)))
+            recorder(TaskResult(item.name, SKIPPED, info=run.manifest.get(item.name)))
         elif jobs == 1:
             tasks.append(Task(item.name, extract_one, (item, out_dir / f"{item.name}.npy", settings, encoders,
-                                                       batch_size), {"on_clips": on_clips}))
+                                                       run.batch_size), {"on_clips": on_clips}))
         else:
             threads = max(1, (os.cpu_count() or 1) // jobs)
             tasks.append(Task(item.name, _extract_in_worker,
-                              (item, str(out_dir / f"{item.name}.npy"), settings, device, batch_size, threads)))
-    try:
-        run_batch(tasks, jobs=jobs, backend=backend if jobs > 1 else "sequential", on_result=recorder)
-    finally:
-        manifest.save()  # also when interrupted: what finished is on record
-        write_features_json(out_dir, described, weights, manifest, [item.name for item in items])
-    return BatchReport([recorder.results[item.name] for item in items], out_dir, manifest.path)
+                              (item, str(out_dir / f"{item.name}.npy"), settings, run.device, run.batch_size, threads)))
+    return tasks
 
 
 class _Recorder:
