@@ -82,8 +82,9 @@ def batch_progress(description: str, unit: str = "frames") -> Iterator[BatchProg
         yield BatchProgress(progress, description, unit)
 
 
-def print_summary(report, what: str, unit: str = "frames") -> None:
-    """Counts, throughput, where things were written, then a table of the failures (if any)."""
+def print_summary(report, what: str, unit: str = "frames", notes: bool = True) -> None:
+    """Counts, throughput, where things were written, the report's notes (unless the caller
+    prints them itself), then a table of the failures (if any)."""
     done = [r for r in report.results if r.status == "done"]
     seconds = sum(r.seconds for r in done)
     frames = sum(r.frames for r in done)
@@ -96,7 +97,7 @@ def print_summary(report, what: str, unit: str = "frames") -> None:
     if report.info_path is not None and report.info_path.exists():
         console.print(f"video info: {report.info_path}", highlight=False, markup=False)
     console.print(f"manifest: {report.manifest_path}", highlight=False, markup=False)
-    for note in report.notes:
+    for note in report.notes if notes else ():
         console.print(Text.assemble(("note: ", "yellow"), note))
     failures = report.failures
     if failures:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from afsd_cli.commands._common import console, fail, handle_errors
+
+if TYPE_CHECKING:
+    from afsd_cli.data.custom_dataset import CustomPreparation
 
 
 def register(app: typer.Typer) -> None:
@@ -63,47 +66,32 @@ def register(app: typer.Typer) -> None:
             raise fail("VIDEO_DIR and OUT_DIR are required (or use --synthetic OUT_DIR)")
 
         from afsd_cli.commands._batch_ui import batch_progress, print_summary
-        from afsd_cli.data.pipeline import prepare_videos
+        from afsd_cli.data.preparation import PrepareRequest, prepare_folder, preparation_kind
 
-        if dataset is None:
-            from afsd_cli.data.custom_dataset import annotation_file_kind
-
-            dataset = annotation_file_kind(annotations) if annotations is not None else "thumos14"
-        from afsd_cli.profile import kind_rules
-
-        if kind_rules(dataset).annotation_format == "json":  # a custom dataset: config written too
-            _prepare_custom(video_dir, out_dir, annotations, size, fps, class_names,
-                            dict(jobs=jobs, backend=backend, overwrite=overwrite, resize=resize,
-                                 strict_count=not lenient_count))
-            return
+        request = PrepareRequest(
+            video_dir=video_dir, out_dir=out_dir, dataset=dataset, annotations=annotations, info=info,
+            class_names=class_names, jobs=jobs, backend=backend, overwrite=overwrite, resize=resize,
+            strict_count=not lenient_count, max_frames=max_frames, size=size, fps=fps)
+        kind = preparation_kind(request)
         with batch_progress("prepare", "frames") as ui:
-            report = prepare_videos(
-                video_dir, out_dir, dataset=dataset, annotations=annotations, info_path=info,
-                class_names_path=class_names, jobs=jobs, backend=backend, overwrite=overwrite,
-                resize=resize, strict_count=not lenient_count, max_frames=max_frames, size=size, on_start=ui.on_start,
-                on_result=ui.on_result, on_frames=ui.on_frames,
-            )
-        print_summary(report, "prepare")
-        if not report.ok:
+            prepared = prepare_folder(request, kind, on_start=ui.on_start, on_result=ui.on_result,
+                                      on_frames=ui.on_frames)
+        if prepared.dataset is None:
+            print_summary(prepared.report, "prepare")
+        else:
+            _print_custom_dataset(prepared.dataset)
+        if not prepared.report.ok:
             raise typer.Exit(1)
 
 
-def _prepare_custom(video_dir: Path, out_dir: Path, annotations: Optional[Path], size: int, fps: float,
-                    class_names: Optional[Path], batch_options: dict) -> None:
+def _print_custom_dataset(prepared: CustomPreparation) -> None:
+    """The summary, the dataset's notes (its report's among them), its classes and subsets, what next."""
     from rich.markup import escape
 
-    from afsd_cli.commands._batch_ui import batch_progress, print_summary
+    from afsd_cli.commands._batch_ui import print_summary
     from afsd_cli.commands._common import err_console
-    from afsd_cli.data.custom_dataset import prepare_custom_dataset
 
-    if annotations is None:
-        raise fail("--dataset custom needs --annotations (the annotation JSON or video,start,end,label CSV)")
-    with batch_progress("prepare", "frames") as ui:
-        prepared = prepare_custom_dataset(video_dir, out_dir, annotations, size=size, fps=fps,
-                                          class_names_path=class_names, on_start=ui.on_start,
-                                          on_result=ui.on_result, on_frames=ui.on_frames, **batch_options)
-    prepared.report.notes = []  # printed below with the dataset's own notes
-    print_summary(prepared.report, "prepare")
+    print_summary(prepared.report, "prepare", notes=False)  # printed below with the dataset's own notes
     for note in prepared.notes:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     console.print(f"dataset: {len(prepared.class_names)} classes ({', '.join(prepared.class_names)}), "
@@ -111,8 +99,6 @@ def _prepare_custom(video_dir: Path, out_dir: Path, annotations: Optional[Path],
                   highlight=False, markup=False, soft_wrap=True)
     console.print(f"config written to {prepared.config_path}; next: afsd train {prepared.config_path} --name NAME",
                   highlight=False, markup=False, soft_wrap=True)
-    if not prepared.report.ok:
-        raise typer.Exit(1)
 
 
 def _render_synthetic(out_dir: Path, videos: int, classes: int, seed: int) -> None:
