@@ -24,6 +24,7 @@ Plain NumPy functions of arrays; :func:`diagnose` runs them all on an evaluation
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -226,52 +227,76 @@ def diagnose(
     if result.matches is None:
         raise ValueError("the evaluation result carries no matches")
     matches = result.matches
-    order = matches.order
-    video_ids = {v: i for i, v in enumerate(ground_truth.videos)}
-    class_ids = {c: i for i, c in enumerate(ground_truth.class_names)}
-    det_video = np.array([video_ids.get(v, -1) for v in detections.videos], dtype=np.int64)[detections.video_index][order]
-    det_label = np.array([class_ids.get(c, -1) for c in detections.labels], dtype=np.int64)[detections.label_index][order]
-    det_start, det_end = detections.starts[order], detections.ends[order]
-
-    best = best_overlaps(det_video, det_start, det_end, ground_truth.video_index, ground_truth.starts, ground_truth.ends)
-    n_classes = len(ground_truth.class_names)
-    npos = np.bincount(ground_truth.label_index, minlength=n_classes)
-    rank = class_ranks(det_label, np.arange(order.size))  # `order` already visits each class by score
-    n_videos = len(ground_truth.videos)
-    det_group = det_label * n_videos + det_video
-    gt_group = ground_truth.label_index * n_videos + ground_truth.video_index
+    visited = _visited_detections(ground_truth, detections, matches.order)
+    best = best_overlaps(visited.video, visited.start, visited.end,
+                         ground_truth.video_index, ground_truth.starts, ground_truth.ends)
+    npos = np.bincount(ground_truth.label_index, minlength=len(ground_truth.class_names))
+    rank = class_ranks(visited.label, np.arange(matches.order.size))  # `order` already visits each class by score
     edges = length_edges(ground_truth.dataset)
     lengths = ground_truth.ends - ground_truth.starts
-
-    codes, profiles, gains, matched, missed = [], [], [], [], []
-    for t, threshold in enumerate(result.tiou_thresholds):
-        code = classify_detections(matches.true_positive[t], det_label, best, ground_truth.label_index, threshold, min_tiou)
-        codes.append(code)
-        profiles.append(false_positive_profile(code, det_label, rank, npos, limit_factor))
-        profiled = rank < limit_factor * npos[det_label]
-        by_class = [code[lo:hi][profiled[lo:hi]] for lo, hi in zip(matches.bounds[:-1], matches.bounds[1:])]
-        gains.append(removal_gain(by_class, npos))
-        taken = matched_instances(
-            matches.true_positive[t], det_group, det_start, det_end, gt_group,
-            ground_truth.starts, ground_truth.ends, result.tie_break,
-        )
-        matched.append(taken)
-        total, miss = false_negatives_by_length(lengths, taken, edges)
-        missed.append(miss)
-    n_thr = len(result.tiou_thresholds)
+    steps = [
+        _breakdown_at(threshold, matches.true_positive[t], matches.bounds, ground_truth, visited, best, rank, npos,
+                      edges, result.tie_break, limit_factor, min_tiou)
+        for t, threshold in enumerate(result.tiou_thresholds)
+    ]
+    n_thr, n_evaluated = len(result.tiou_thresholds), matches.order.size
     return Diagnosis(
         thresholds=np.asarray(result.tiou_thresholds),
-        detection=order,
-        video=det_video,
-        label=det_label,
+        detection=matches.order,
+        video=visited.video,
+        label=visited.label,
         best=best,
         rank=rank,
-        codes=np.array(codes, dtype=np.int8).reshape(n_thr, order.size),
-        profile=np.array(profiles).reshape(n_thr, limit_factor, len(ERROR_TYPES)),
-        gain=np.array(gains).reshape(n_thr, len(ERROR_TYPES) - 1),
-        gt_matched=np.array(matched, dtype=bool).reshape(n_thr, len(ground_truth)),
+        codes=np.array([step.codes for step in steps], dtype=np.int8).reshape(n_thr, n_evaluated),
+        profile=np.array([step.profile for step in steps]).reshape(n_thr, limit_factor, len(ERROR_TYPES)),
+        gain=np.array([step.gain for step in steps]).reshape(n_thr, len(ERROR_TYPES) - 1),
+        gt_matched=np.array([step.matched for step in steps], dtype=bool).reshape(n_thr, len(ground_truth)),
         length_edges=tuple(edges),
         length_total=false_negatives_by_length(lengths, np.ones(len(ground_truth), bool), edges)[0],
-        length_missed=np.array(missed).reshape(n_thr, len(edges)),
+        length_missed=np.array([step.missed for step in steps]).reshape(n_thr, len(edges)),
         limit_factor=limit_factor,
     )
+
+
+@dataclass(frozen=True)
+class _Visited:
+    """The evaluated detections in the metric's visiting order: ground-truth video and class
+    indices (-1: none), bounds in seconds, and the (class, video) group of each."""
+
+    video: np.ndarray
+    label: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    group: np.ndarray
+
+
+def _visited_detections(ground_truth: GroundTruth, detections: Detections, order: np.ndarray) -> _Visited:
+    video_ids = {v: i for i, v in enumerate(ground_truth.videos)}
+    class_ids = {c: i for i, c in enumerate(ground_truth.class_names)}
+    video = np.array([video_ids.get(v, -1) for v in detections.videos], dtype=np.int64)[detections.video_index][order]
+    label = np.array([class_ids.get(c, -1) for c in detections.labels], dtype=np.int64)[detections.label_index][order]
+    return _Visited(video, label, detections.starts[order], detections.ends[order],
+                    label * len(ground_truth.videos) + video)
+
+
+class _ThresholdBreakdown(NamedTuple):
+    codes: np.ndarray  # error type of each visited detection
+    profile: np.ndarray  # false-positive profile [limit_factor, len(ERROR_TYPES)]
+    gain: np.ndarray  # mAP gain of removing each error type
+    matched: np.ndarray  # instances the true positives took
+    missed: np.ndarray  # false negatives per length bin
+
+
+def _breakdown_at(threshold: float, true_positive: np.ndarray, bounds: np.ndarray, ground_truth: GroundTruth,
+                  visited: _Visited, best: BestOverlap, rank: np.ndarray, npos: np.ndarray, edges: tuple[float, ...],
+                  tie_break: str, limit_factor: int, min_tiou: float) -> _ThresholdBreakdown:
+    """Every part of the breakdown at one threshold (``true_positive``: the metric's flags there)."""
+    codes = classify_detections(true_positive, visited.label, best, ground_truth.label_index, threshold, min_tiou)
+    profile = false_positive_profile(codes, visited.label, rank, npos, limit_factor)
+    profiled = rank < limit_factor * npos[visited.label]
+    by_class = [codes[lo:hi][profiled[lo:hi]] for lo, hi in zip(bounds[:-1], bounds[1:])]
+    gt_group = ground_truth.label_index * len(ground_truth.videos) + ground_truth.video_index
+    matched = matched_instances(true_positive, visited.group, visited.start, visited.end, gt_group,
+                                ground_truth.starts, ground_truth.ends, tie_break)
+    _, missed = false_negatives_by_length(ground_truth.ends - ground_truth.starts, matched, edges)
+    return _ThresholdBreakdown(codes, profile, removal_gain(by_class, npos), matched, missed)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
@@ -54,6 +54,25 @@ def load_detections(path: str | Path) -> Detections:
 
 def detections_from_dict(data: Any, source: str = "<detections>") -> Detections:
     """Validate an already loaded detections object (a mapping with a ``results`` key)."""
+    items = _read_items(_results_of(data, source), source)
+    starts, ends = _segments_array(items.segments, items.places, source)
+    scores = _scores_array(items.scores, items.places, source)
+    counts = np.fromiter((count for _, count in items.places), np.int64, len(items.places))
+    return Detections(
+        videos=tuple(video for video, _ in items.places),
+        labels=tuple(items.label_ids),
+        video_index=np.repeat(np.arange(len(items.places)), counts),
+        label_index=np.asarray(items.label_index, dtype=np.int64),
+        starts=starts,
+        ends=ends,
+        scores=scores,
+        source=source,
+        version=data.get("version"),
+        profile=data.get("profile"),
+    )
+
+
+def _results_of(data: Any, source: str) -> Mapping:
     if not isinstance(data, Mapping):
         raise InputError(f"expected a JSON object with a 'results' key, got {type_name(data)}", source)
     if "results" not in data:
@@ -61,16 +80,27 @@ def detections_from_dict(data: Any, source: str = "<detections>") -> Detections:
     results = data["results"]
     if not isinstance(results, Mapping):
         raise InputError(f"results: expected an object mapping video ids to lists, got {type_name(results)}", source)
+    return results
 
-    label_ids: dict[str, int] = {}
-    label_index: list[int] = []
-    segments: list[Any] = []
-    scores: list[Any] = []
-    places: list[tuple[str, int]] = []  # (video, count) runs, to name the place of a bad value later
-    for video, items in results.items():
-        if not isinstance(items, list):
-            raise InputError(f"results[{video!r}]: expected a list of detections, got {type_name(items)}", source)
-        for i, item in enumerate(items):
+
+class _Items(NamedTuple):
+    """The detections' fields in file order, values not yet converted (checked in bulk after)."""
+
+    segments: list[Any]
+    scores: list[Any]
+    label_ids: dict[str, int]  # label -> index, by first appearance
+    label_index: list[int]
+    places: list[tuple[str, int]]  # (video, count) runs, to name the place of a bad value later
+
+
+def _read_items(results: Mapping, source: str) -> _Items:
+    """Each item's keys and the types of its label and score, checked one by one (the cheap checks)."""
+    items = _Items([], [], {}, [], [])
+    segments, scores, label_ids, label_index = items.segments, items.scores, items.label_ids, items.label_index
+    for video, entries in results.items():
+        if not isinstance(entries, list):
+            raise InputError(f"results[{video!r}]: expected a list of detections, got {type_name(entries)}", source)
+        for i, item in enumerate(entries):
             try:
                 segment, score, label = item["segment"], item["score"], item["label"]
             except (KeyError, TypeError):
@@ -82,27 +112,17 @@ def detections_from_dict(data: Any, source: str = "<detections>") -> Detections:
             segments.append(segment)
             scores.append(score)
             label_index.append(label_ids.setdefault(label, len(label_ids)))
-        places.append((video, len(items)))
+        items.places.append((video, len(entries)))
+    return items
 
-    starts, ends = _segments_array(segments, places, source)
-    score_array = np.asarray(scores, dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(score_array))
+
+def _scores_array(scores: list[Any], places: list[tuple[str, int]], source: str) -> np.ndarray:
+    array = np.asarray(scores, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(array))
     if bad.size:
-        where = _place(places, int(bad[0]))
-        raise InputError(f"{where}['score']: expected a finite number, got {scores[bad[0]]!r}", source)
-    counts = np.fromiter((count for _, count in places), np.int64, len(places))
-    return Detections(
-        videos=tuple(video for video, _ in places),
-        labels=tuple(label_ids),
-        video_index=np.repeat(np.arange(len(places)), counts),
-        label_index=np.asarray(label_index, dtype=np.int64),
-        starts=starts,
-        ends=ends,
-        scores=score_array,
-        source=source,
-        version=data.get("version"),
-        profile=data.get("profile"),
-    )
+        raise InputError(f"{_place(places, int(bad[0]))}['score']: expected a finite number, got {scores[bad[0]]!r}",
+                         source)
+    return array
 
 
 def _item_problem(item: Any, where: str) -> str:

@@ -266,55 +266,77 @@ def _duration(value: Any) -> float | None:
 def _read_csv(path: Path) -> GroundTruthFile:
     """THUMOS14 ``video,type,type_idx,start,end,...`` rows (seconds); ``Ambiguous`` rows are skipped.
     An optional ``subset`` column names each row's subset."""
-    try:
-        handle = path.open(newline="", encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError("file not found", path) from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", path) from None
-    instances: list[GroundTruthInstance] = []
-    videos: dict[str, ListedVideo] = {}
-    skipped = 0
-    counts: dict[str, int] = {}
-    with handle:
+    with _open_csv(path) as handle:
         try:
             reader = csv.DictReader(handle)
-            header = reader.fieldnames
-            if not header:
-                raise InputError("file is empty", path)
-            header = [h.strip() for h in header]
-            reader.fieldnames = header
-            missing = [c for c in CSV_COLUMNS if c not in header]
-            if missing:
-                raise InputError(
-                    f"line 1: missing column(s) {', '.join(missing)} (expected a header with {','.join(CSV_COLUMNS)})",
-                    path,
-                )
-            has_subset = "subset" in header
-            for row in reader:
-                line = reader.line_num
-                if None in row or any(row[c] is None for c in CSV_COLUMNS):
-                    raise InputError(f"line {line}: expected {len(header)} columns", path)
-                video, label = row["video"].strip(), row["type"].strip()
-                check_video_name(video, str(path), f"line {line}")
-                if not label:
-                    raise InputError(f"line {line}: empty type", path)
-                row_subset = row["subset"].strip() if has_subset else None
-                videos.setdefault(video, ListedVideo(row_subset, None))
-                if label.lower() == "ambiguous" or (row.get("type_idx") or "").strip() == "0":
-                    skipped += 1
-                    continue
-                try:
-                    start, end = read_segment([row["start"].strip(), row["end"].strip()])
-                except ValueError as exc:
-                    raise InputError(f"line {line}: {exc}", path) from None
-                if row_subset is not None:
-                    counts[row_subset] = counts.get(row_subset, 0) + 1
-                instances.append(GroundTruthInstance(video, row_subset, label, start, end))
+            has_subset = _read_csv_header(reader, path)
+            rows = _read_csv_rows(reader, has_subset, path)
         except UnicodeDecodeError as exc:
             raise InputError(f"not UTF-8 text (byte {exc.start})", path) from None
         except csv.Error as exc:
             raise InputError(f"malformed CSV: {exc}", path) from None
-    return GroundTruthFile(source=str(path), instances=tuple(instances), videos=videos, subset_counts=counts,
-                           layout_kind=detect_dataset(None, from_csv=True), is_csv=True, has_subsets=has_subset,
-                           skipped_ambiguous=skipped)
+    return GroundTruthFile(source=str(path), instances=tuple(rows.instances), videos=rows.videos,
+                           subset_counts=rows.subset_counts, layout_kind=detect_dataset(None, from_csv=True),
+                           is_csv=True, has_subsets=has_subset, skipped_ambiguous=rows.skipped_ambiguous)
+
+
+def _open_csv(path: Path):
+    try:
+        return path.open(newline="", encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", path) from None
+
+
+def _read_csv_header(reader: csv.DictReader, path: Path) -> bool:
+    """Check the header (``CSV_COLUMNS`` present, names stripped); whether it has a ``subset`` column."""
+    header = reader.fieldnames
+    if not header:
+        raise InputError("file is empty", path)
+    header = [h.strip() for h in header]
+    reader.fieldnames = header
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise InputError(
+            f"line 1: missing column(s) {', '.join(missing)} (expected a header with {','.join(CSV_COLUMNS)})",
+            path,
+        )
+    return "subset" in header
+
+
+class _CsvRows(NamedTuple):
+    instances: list[GroundTruthInstance]
+    videos: dict[str, ListedVideo]
+    subset_counts: dict[str, int]
+    skipped_ambiguous: int
+
+
+def _read_csv_rows(reader: csv.DictReader, has_subset: bool, path: Path) -> _CsvRows:
+    """Every row checked; each video listed (Ambiguous rows too), each other row an instance."""
+    instances: list[GroundTruthInstance] = []
+    videos: dict[str, ListedVideo] = {}
+    counts: dict[str, int] = {}
+    skipped = 0
+    columns = len(reader.fieldnames)
+    for row in reader:
+        line = reader.line_num
+        if None in row or any(row[c] is None for c in CSV_COLUMNS):
+            raise InputError(f"line {line}: expected {columns} columns", path)
+        video, label = row["video"].strip(), row["type"].strip()
+        check_video_name(video, str(path), f"line {line}")
+        if not label:
+            raise InputError(f"line {line}: empty type", path)
+        row_subset = row["subset"].strip() if has_subset else None
+        videos.setdefault(video, ListedVideo(row_subset, None))
+        if label.lower() == "ambiguous" or (row.get("type_idx") or "").strip() == "0":
+            skipped += 1
+            continue
+        try:
+            start, end = read_segment([row["start"].strip(), row["end"].strip()])
+        except ValueError as exc:
+            raise InputError(f"line {line}: {exc}", path) from None
+        if row_subset is not None:
+            counts[row_subset] = counts.get(row_subset, 0) + 1
+        instances.append(GroundTruthInstance(video, row_subset, label, start, end))
+    return _CsvRows(instances, videos, counts, skipped)
