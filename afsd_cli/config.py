@@ -349,56 +349,81 @@ def _expectation(field: Field) -> str:
 
 def _convert(value: Any, field: Field, key: str, where: str) -> Any:
     """``value`` as its field's type (``None`` when unset); ConfigError naming the key if it is not one."""
-
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(f"key {key!r}: expected {expected}, got {short_repr(value)}", where)
-
     if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_STRINGS
                          and field.kind in ("path", "str", "float", "choice")):
         return None
-    kind = field.kind
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.strip().lower() in ("true", "yes", "on", "1")
-        raise bad("true or false")
-    if kind == "int":
-        if isinstance(value, bool):
-            raise bad("an integer")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise bad("an integer")
-    if kind == "float":
-        if isinstance(value, bool):
-            raise bad("a number")
-        if isinstance(value, float):
-            return value
-        if isinstance(value, int):  # an integer beyond float range is as infinite as `.inf`
-            return float(value) if abs(value) < 2**1023 else math.inf
-        if isinstance(value, str):  # YAML 1.1 reads `1e-5` as a string; the official code float()s it
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise bad("a number")
-    if kind in ("str", "path"):
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise bad("a string" if kind == "str" else "a path")
-    if kind == "choice":
-        text = str(value).strip() if isinstance(value, (str, int, float)) else None
-        if text in field.choices:
-            return text
-        raise bad(f"one of {', '.join(field.choices)}")
-    raise AssertionError(kind)
+    converter = _CONVERTERS.get(field.kind)
+    if converter is None:
+        raise AssertionError(field.kind)
+    try:
+        return converter(value, field)
+    except _NotOfType as exc:
+        raise ConfigError(f"key {key!r}: expected {exc}, got {short_repr(value)}", where) from None
+
+
+class _NotOfType(Exception):
+    """A value that is not of its field's type; the message says what was expected."""
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def _to_bool(value: Any, field: Field) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise _NotOfType("true or false")
+
+
+def _to_int(value: Any, field: Field) -> int:
+    if isinstance(value, bool):
+        raise _NotOfType("an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise _NotOfType("an integer")
+
+
+def _to_float(value: Any, field: Field) -> float:
+    if isinstance(value, bool):
+        raise _NotOfType("a number")
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):  # an integer beyond float range is as infinite as `.inf`
+        return float(value) if abs(value) < 2**1023 else math.inf
+    if isinstance(value, str):  # YAML 1.1 reads `1e-5` as a string; the official code float()s it
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise _NotOfType("a number")
+
+
+def _to_text(value: Any, field: Field) -> str:
+    """``str`` and ``path`` keys; numbers are taken as their text."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise _NotOfType("a string" if field.kind == "str" else "a path")
+
+
+def _to_choice(value: Any, field: Field) -> str:
+    text = str(value).strip() if isinstance(value, (str, int, float)) else None
+    if text in field.choices:
+        return text
+    raise _NotOfType(f"one of {', '.join(field.choices)}")
+
+
+_CONVERTERS: dict[str, Callable[[Any, Field], Any]] = {
+    "bool": _to_bool, "int": _to_int, "float": _to_float, "str": _to_text, "path": _to_text, "choice": _to_choice,
+}
 
 
 def _unknown_key(key: str, schema: Mapping[str, Any], prefix: str, where: str) -> ConfigError:
