@@ -177,16 +177,14 @@ def test_i3d_weights_of_other_modality_or_layout_are_rejected(tmp_path):
 
 
 def test_build_model_loads_backbone_when_asked(tmp_path):
-    from types import SimpleNamespace
-
+    from afsd_cli.config import build_config
     from afsd_cli.model import build_model
 
     path = tmp_path / "rgb_imagenet.pt"
     state = _pytorch_i3d_file(path)
-    cfg = SimpleNamespace(
-        dataset=SimpleNamespace(name="thumos14", num_classes=5, training=SimpleNamespace(clip_length=64, crop_size=32)),
-        model=SimpleNamespace(in_channels=3, freeze_bn=True, freeze_bn_affine=True, backbone_model=str(path)),
-    )
+    cfg = build_config({"dataset": {"name": "thumos14", "num_classes": 5,
+                                    "training": {"clip_length": 64, "crop_size": 32}},
+                        "model": {"backbone_model": str(path)}})
     model = build_model(cfg, load_backbone=True)
     assert model.backbone_report.matched == len(state) - 2
     assert torch.equal(model.backbone._model.Conv3d_1a_7x7.conv3d.weight, state["Conv3d_1a_7x7.conv3d.weight"])

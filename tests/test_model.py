@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from model_fixtures import generated_clip, key_layout
@@ -204,20 +202,13 @@ def test_head_initialisation_per_dataset():
 
 
 def _config(dataset="thumos14", num_classes=5, clip_length=64, crop_size=32, in_channels=3, backbone_model=None, **model):
-    return SimpleNamespace(
-        dataset=SimpleNamespace(
-            name=dataset,
-            num_classes=num_classes,
-            training=SimpleNamespace(clip_length=clip_length, crop_size=crop_size),
-        ),
-        model=SimpleNamespace(
-            in_channels=in_channels,
-            freeze_bn=True,
-            freeze_bn_affine=True,
-            backbone_model=backbone_model,
-            **model,
-        ),
-    )
+    from afsd_cli.config import build_config
+
+    return build_config({
+        "dataset": {"name": dataset, "num_classes": num_classes,
+                    "training": {"clip_length": clip_length, "crop_size": crop_size}},
+        "model": {"in_channels": in_channels, "backbone_model": backbone_model, **model},
+    })
 
 
 def test_build_model_reads_the_config():

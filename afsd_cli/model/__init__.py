@@ -6,6 +6,7 @@ explicit numbers. See docs/model.md.
 
 from __future__ import annotations
 
+from afsd_cli.config import Config
 from afsd_cli.model.afsd import (
     AFSD,
     HEAD_SPECS,
@@ -43,25 +44,25 @@ __all__ = [
 ]
 
 
-def model_spec_from_config(cfg) -> ModelSpec:
+def model_spec_from_config(cfg: Config) -> ModelSpec:
     """The ModelSpec a config describes (head design of its dataset profile, classes, clip length,
     crop, channels)."""
     from afsd_cli.profile import kind_rules
 
     training = cfg.dataset.training
-    if str(getattr(cfg.model, "input", "frames") or "frames") == "features":
+    if cfg.model.input == "features":
         # dataset.*.clip_length counts features on feature datasets (afsd_cli/profile.py)
-        return features_spec(int(training.clip_length), int(cfg.model.feature_dim), int(cfg.dataset.num_classes))
+        return features_spec(training.clip_length, cfg.model.feature_dim, cfg.dataset.num_classes)
     return ModelSpec(
-        dataset=kind_rules(str(cfg.dataset.name)).head,
-        num_classes=int(cfg.dataset.num_classes),
-        clip_length=int(training.clip_length),
-        crop_size=int(getattr(training, "crop_size", 96)),
-        in_channels=int(getattr(cfg.model, "in_channels", 3)),
+        dataset=kind_rules(cfg.dataset.name).head,
+        num_classes=cfg.dataset.num_classes,
+        clip_length=training.clip_length,
+        crop_size=training.crop_size,
+        in_channels=cfg.model.in_channels,
     )
 
 
-def build_model(cfg, load_backbone: bool = False) -> AFSD:
+def build_model(cfg: Config, load_backbone: bool = False) -> AFSD:
     """Build the AFSD model of ``cfg``; with ``load_backbone`` also load ``cfg.model.backbone_model``.
 
     The ActivityNet model always predicts 2 classes (background, action), whatever
@@ -74,17 +75,16 @@ def build_model(cfg, load_backbone: bool = False) -> AFSD:
     model_cfg = cfg.model
     model = AFSD(
         model_spec_from_config(cfg),
-        freeze_bn=bool(getattr(model_cfg, "freeze_bn", True)),
-        freeze_bn_affine=bool(getattr(model_cfg, "freeze_bn_affine", True)),
-        legacy_bmp_grad=bool(getattr(model_cfg, "legacy_bmp_grad", False)),
+        freeze_bn=model_cfg.freeze_bn,
+        freeze_bn_affine=model_cfg.freeze_bn_affine,
+        legacy_bmp_grad=model_cfg.legacy_bmp_grad,
     )
     model.backbone_report = None
     if load_backbone and model.spec.input == "features":
         raise ConfigError("model.backbone_model is set but model.input is features: a feature model has no "
                           "backbone (the I3D weights belong to `afsd extract --weights`)")
     if load_backbone:
-        path = getattr(model_cfg, "backbone_model", None)
-        if not path:
+        if not model_cfg.backbone_model:
             raise ConfigError("model.backbone_model is not set: training needs the I3D weights (rgb/flow_imagenet.pt)")
-        model.backbone_report = model.backbone.load_pretrained(path)
+        model.backbone_report = model.backbone.load_pretrained(model_cfg.backbone_model)
     return model
