@@ -12,6 +12,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from afsd_cli.errors import InputError
+from afsd_cli.evaluation.detections import Detections
 from afsd_cli.profile import DATASET_KINDS, KIND_RULES, held_out_subset, kind_from_ground_truth_layout
 
 
@@ -92,7 +93,7 @@ class EvaluationChoice:
     origin: str
 
 
-def choose_evaluation(detections: Any, dataset: str | None = None, subset: str | None = None,
+def choose_evaluation(detections: Detections, dataset: str | None = None, subset: str | None = None,
                       tiou_thresholds: Iterable[float] | None = None) -> EvaluationChoice:
     """Explicit flags first, then the detections' recorded profile, then their ``version``;
     whatever is still open is decided by the ground truth's layout."""
@@ -101,9 +102,9 @@ def choose_evaluation(detections: Any, dataset: str | None = None, subset: str |
     if dataset is not None:
         dataset_defaults(dataset)
     thresholds = check_thresholds(tiou_thresholds) if tiou_thresholds is not None else None
-    recorded = getattr(detections, "profile", None)
+    recorded = detections.profile
     if recorded is not None:
-        profile = DatasetProfile.from_dict(recorded, getattr(detections, "source", None))
+        profile = DatasetProfile.from_dict(recorded, detections.source)
         same_kind = dataset is None or dataset == profile.kind
         return EvaluationChoice(
             dataset or profile.kind,
@@ -112,7 +113,7 @@ def choose_evaluation(detections: Any, dataset: str | None = None, subset: str |
             "the detections' dataset profile" if same_kind else "--dataset",
         )
     if dataset is None:
-        dataset = kind_from_version(getattr(detections, "version", None))
+        dataset = kind_from_version(detections.version)
         origin = "the detections' version" if dataset else "the ground truth's layout"
     else:
         origin = "--dataset"
