@@ -174,17 +174,7 @@ def ground_truth_file_from_dict(
     for number, (video, entry) in enumerate(database.items(), start=1):
         check_video_name(video, source, f"database entry {number}")
         where = f"database[{video!r}]"
-        if not isinstance(entry, Mapping):
-            raise InputError(f"{where}: expected an object, got {type_name(entry)}", source)
-        for key in ("subset", "annotations") if require_subset else ("annotations",):
-            if key not in entry:
-                raise InputError(f"{where}: missing key {key!r}", source)
-        subset = entry.get("subset")
-        if not isinstance(subset, str) and (subset is not None or require_subset):
-            raise InputError(f"{where}['subset']: expected a string, got {type_name(subset)}", source)
-        annotations = entry["annotations"]
-        if not isinstance(annotations, list):
-            raise InputError(f"{where}['annotations']: expected a list, got {type_name(annotations)}", source)
+        subset, annotations = _json_entry(entry, where, source, require_subset)
         for i, ann in enumerate(annotations):
             label, start, end = _json_instance(ann, f"{where}['annotations'][{i}]", source)
             instances.append(GroundTruthInstance(video, subset, label, start, end))
@@ -193,6 +183,22 @@ def ground_truth_file_from_dict(
             counts[subset] = counts.get(subset, 0) + 1
     return GroundTruthFile(source=source, instances=tuple(instances), videos=videos, subset_counts=counts,
                            layout_kind=detect_dataset(data))
+
+
+def _json_entry(entry: Any, where: str, source: str, require_subset: bool) -> tuple[str | None, list]:
+    """``(subset, annotations)`` of one video's ``{"subset": ..., "annotations": [...]}`` entry."""
+    if not isinstance(entry, Mapping):
+        raise InputError(f"{where}: expected an object, got {type_name(entry)}", source)
+    for key in ("subset", "annotations") if require_subset else ("annotations",):
+        if key not in entry:
+            raise InputError(f"{where}: missing key {key!r}", source)
+    subset = entry.get("subset")
+    if not isinstance(subset, str) and (subset is not None or require_subset):
+        raise InputError(f"{where}['subset']: expected a string, got {type_name(subset)}", source)
+    annotations = entry["annotations"]
+    if not isinstance(annotations, list):
+        raise InputError(f"{where}['annotations']: expected a list, got {type_name(annotations)}", source)
+    return subset, annotations
 
 
 def _json_instance(ann: Any, here: str, source: str) -> tuple[str, float, float]:

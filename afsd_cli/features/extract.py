@@ -318,6 +318,28 @@ def check_settings(settings: ExtractSettings) -> None:
 
 def collect_sources(inputs: list[str | Path], flow_input: str | Path | None = None) -> list[SourceItem]:
     """Items of the INPUT paths: video files, folders of videos, ``.npy`` frame arrays or folders of them."""
+    items: list[SourceItem] = []
+    seen: dict[str, Path] = {}
+    for path, rate in _input_files(inputs):
+        name = path.stem
+        if name in seen:
+            if seen[name] != path:
+                items.append(SourceItem(path.name, None, "video", problem=f"{path}: {seen[name]} already produces {name}.npy"))
+            continue
+        seen[name] = path
+        kind = "frames" if path.suffix.lower() == ".npy" else "video"
+        item = SourceItem(name, path, kind, array_fps=rate)
+        if flow_input is not None:
+            item.flow_path = Path(flow_input) / f"{name}.npy"
+            if not item.flow_path.is_file():
+                item.problem = f"no flow array {name}.npy in {flow_input}"
+        items.append(item)
+    return items
+
+
+def _input_files(inputs: list[str | Path]) -> list[tuple[Path, float | None]]:
+    """Every video or frame array the INPUT paths name (folders listed), with the frame rate
+    ``afsd prepare`` recorded for an array, if any."""
     files: list[tuple[Path, float | None]] = []
     for entry in map(Path, inputs):
         if entry.is_dir():
@@ -333,23 +355,7 @@ def collect_sources(inputs: list[str | Path], flow_input: str | Path | None = No
             files.append((entry, _prepare_rates(entry.parent).get(entry.stem) if entry.suffix == ".npy" else None))
         else:
             raise InputError("input not found", entry)
-    items: list[SourceItem] = []
-    seen: dict[str, Path] = {}
-    for path, rate in files:
-        name = path.stem
-        if name in seen:
-            if seen[name] != path:
-                items.append(SourceItem(path.name, None, "video", problem=f"{path}: {seen[name]} already produces {name}.npy"))
-            continue
-        seen[name] = path
-        kind = "frames" if path.suffix.lower() == ".npy" else "video"
-        item = SourceItem(name, path, kind, array_fps=rate)
-        if flow_input is not None:
-            item.flow_path = Path(flow_input) / f"{name}.npy"
-            if not item.flow_path.is_file():
-                item.problem = f"no flow array {name}.npy in {flow_input}"
-        items.append(item)
-    return items
+    return files
 
 
 def _prepare_rates(folder: Path) -> dict[str, float]:
