@@ -94,6 +94,19 @@ def test_compare_two_detection_files(tmp_path):
     assert (before, after) == (0.0, 1.0)
 
 
+def test_compare_names_the_ground_truth_once(tmp_path):
+    """The ground truth is read once: its lines (and the skipped 'Ambiguous' rows) appear once,
+    each detections file's line once per file."""
+    detections = tmp_path / "few.json"
+    detections.write_text(json.dumps({"version": "THUMOS14", "results": {
+        "video_test_0000004": [{"segment": [0.5, 2.0], "score": 0.9, "label": "CricketBowling"}]}}))
+    result = evaluate_cli("--compare", detections, detections, "--gt", THUMOS_CSV, "--report", tmp_path / "c.html")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("'Ambiguous' rows") == 1
+    assert result.output.count("ground truth") == 1
+    assert result.output.count("detections ") >= 2
+
+
 def test_compare_with_output_needs_a_report_path(tmp_path):
     result = evaluate_cli("--compare", EDGE_DETECTIONS, EDGE_DETECTIONS, "--gt", EDGE_GT, "--subset", "test",
                           "--output", tmp_path / "m.json")

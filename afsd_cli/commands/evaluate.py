@@ -140,8 +140,6 @@ def _print_summary(ground_truth: GroundTruth, file: EvaluatedFile, requested_sub
     result = file.result
     if ground_truth_line:
         _print_ground_truth(ground_truth, result, requested_subset)
-    if ground_truth.skipped_ambiguous:
-        console.print(f"skipped {ground_truth.skipped_ambiguous} 'Ambiguous' rows", highlight=False)
     console.print(
         f"detections [bold]{escape(file.detections.source)}[/]: {len(file.detections)} read, "
         f"{result.num_predictions} evaluated",
@@ -168,6 +166,8 @@ def _print_ground_truth(ground_truth: GroundTruth, result, requested_subset: Opt
         highlight=False,
         emoji=False,
     )
+    if ground_truth.skipped_ambiguous:  # once per ground truth, also with --compare
+        console.print(f"skipped {ground_truth.skipped_ambiguous} 'Ambiguous' rows", highlight=False)
     if ground_truth.subset is None and requested_subset is not None:
         err_console.print(
             f"[yellow]note:[/] the CSV has no subset column; --subset {escape(repr(requested_subset))} not applied",
