@@ -218,6 +218,23 @@ def test_validation_keeps_the_best_checkpoint(tmp_path):
     assert 0.0 <= value <= 1.0 and (tmp_path / "val.json").is_file()
 
 
+def test_validation_is_given_the_trained_network_itself(tmp_path):
+    # the hook hands over the bare in-memory network (engine/hooks.py Validate), in eval mode,
+    # with the weights of the epoch's checkpoint; training continues in train mode afterwards
+    cfg = tiny_config(tmp_path, ["training.validate_every=1", "training.ssl=0"], max_epoch=1)
+    seen = []
+
+    def validate(model, epoch):
+        seen.append((model, model.training, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+        return 0.5
+
+    result = train(cfg, tmp_path / "run", options=TrainOptions(device="cpu", max_steps_per_epoch=1), validate=validate)
+    [(model, training, epoch, weights)] = seen
+    assert model is result.model and not training and epoch == 1 and result.model.training
+    saved = torch.load(tmp_path / "run" / "checkpoint-1.ckpt", weights_only=True)
+    assert saved.keys() == weights.keys() and all(torch.equal(saved[k], weights[k]) for k in saved)
+
+
 def test_cli_train_and_resume(tmp_path):
     from typer.testing import CliRunner
 

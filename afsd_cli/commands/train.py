@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Union
 
 import typer
 
 from afsd_cli.commands._common import console, err_console, handle_errors
+
+if TYPE_CHECKING:
+    from afsd_cli.config import Config
+    from afsd_cli.engine.trainer import TrainResult
+
+RunDir = Union[Path, Callable[[], Path]]  # a callable names a new run folder on rank 0 only
 
 
 def register(app: typer.Typer) -> None:
@@ -36,109 +42,178 @@ def register(app: typer.Typer) -> None:
         Multi-GPU: torchrun --nproc_per_node N -m afsd_cli train CONFIG ...
         """
         from afsd_cli.config import load_config
-        from afsd_cli.errors import ConfigError
 
-        overrides: List[str] = list(ctx.args)
-        if config is not None and "=" in config.name and not config.exists():
-            # `afsd train --resume RUN key=value`: the first override landed in CONFIG's slot
-            overrides.insert(0, str(config))
-            config = None
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"unexpected argument {item!r}: overrides are KEY=VALUE (e.g. training.max_epoch=4)")
-        if resume is not None:
-            if not resume.is_dir():
-                raise ConfigError("no such run folder", resume)
-            config_path = config or resume / "config.yaml"
-            run_dir: Any = resume
-        else:
-            if config is None:
-                raise ConfigError("a CONFIG file is needed (or --resume RUN_DIR)")
-            config_path = config
-            from afsd_cli.runs import default_runs_dir, new_run_dir
-
-            base = runs_dir or default_runs_dir("train")
-            run_dir = lambda: new_run_dir(base, name, reuse_hint="continue it with --resume",  # noqa: E731 - rank 0 only
-                                          create=False)
+        config, overrides = _config_and_overrides(config, list(ctx.args))
+        config_path, run_dir = _config_and_run_dir(config, resume, runs_dir, name)
         if batch_size is not None:
             overrides.append(f"training.batch_size={batch_size}")
         cfg = load_config(config_path, overrides)
-        from afsd_cli.data.datasets import check_training_inputs
-        from afsd_cli.io import ensure_writable
-        from afsd_cli.runs import default_runs_dir
-
-        # a read-only or full disk fails now, not after the model and the data are loaded
-        ensure_writable(resume if resume is not None else (runs_dir or default_runs_dir("train")), kind="folder")
-        check_training_inputs(cfg)  # seconds, before any run folder or model exists
+        _check_inputs(cfg, resume if resume is not None else (runs_dir or _default_runs_dir()))
         _run(cfg, run_dir, resume is not None, device, amp, jobs, max_steps)
 
 
-def _run(cfg, run_dir, resume: bool, device: str, amp: Optional[str], workers: Optional[int],
+def _default_runs_dir() -> Path:
+    from afsd_cli.runs import default_runs_dir
+
+    return default_runs_dir("train")
+
+
+def _config_and_overrides(config: Optional[Path], overrides: List[str]) -> tuple[Optional[Path], List[str]]:
+    """CONFIG and the KEY=VALUE overrides (``afsd train --resume RUN key=value``: the first
+    override lands in CONFIG's slot)."""
+    from afsd_cli.errors import ConfigError
+
+    if config is not None and "=" in config.name and not config.exists():
+        overrides.insert(0, str(config))
+        config = None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"unexpected argument {item!r}: overrides are KEY=VALUE (e.g. training.max_epoch=4)")
+    return config, overrides
+
+
+def _config_and_run_dir(config: Optional[Path], resume: Optional[Path], runs_dir: Optional[Path],
+                        name: Optional[str]) -> tuple[Path, RunDir]:
+    """The config file and the run folder: ``--resume``'s (its own config.yaml unless CONFIG is
+    given), else a new one under the runs folder, named on rank 0 only (``train`` calls it)."""
+    from afsd_cli.errors import ConfigError
+
+    if resume is not None:
+        if not resume.is_dir():
+            raise ConfigError("no such run folder", resume)
+        return config or resume / "config.yaml", resume
+    if config is None:
+        raise ConfigError("a CONFIG file is needed (or --resume RUN_DIR)")
+    from afsd_cli.runs import new_run_dir
+
+    base = runs_dir or _default_runs_dir()
+    return config, lambda: new_run_dir(base, name, reuse_hint="continue it with --resume", create=False)
+
+
+def _check_inputs(cfg: Config, destination: Path) -> None:
+    """What fails in seconds, before any run folder or model exists."""
+    from afsd_cli.data.datasets import check_training_inputs
+    from afsd_cli.io import ensure_writable
+
+    ensure_writable(destination, kind="folder")  # a read-only or full disk fails now, not after loading
+    check_training_inputs(cfg)
+
+
+def _run(cfg: Config, run_dir: RunDir, resume: bool, device: str, amp: Optional[str], workers: Optional[int],
          max_steps: Optional[int]) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-    from rich import box
-    from rich.table import Table
-    from rich.markup import escape
-
-    from afsd_cli.engine.losses import TERM_NAMES  # the names of metrics.csv and loss_curve.png too
+    """Train with progress bars (main process only), then the summary."""
     from afsd_cli.engine.trainer import TrainOptions, train
-    from afsd_cli.runs import epoch_checkpoints, epoch_states
-
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    progress = Progress(
-        TextColumn("[bold]{task.fields[epoch]}[/]"), BarColumn(bar_width=20), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
-        console=console, disable=not main_process, transient=False,
-    )
-    task = validation_task = None
-
-    def on_event(event: dict) -> None:
-        nonlocal task, validation_task
-        kind = event["kind"]
-        if not main_process:
-            return
-        if kind == "epoch_start":
-            task = progress.add_task("train", total=event["steps"], epoch=f"{event['epoch']}/{event['max_epoch']}", losses="")
-        elif kind == "step" and task is not None:
-            losses = event["losses"]
-            text = f"loss {losses['total']:.4g} (" + " ".join(
-                f"{k} {losses[k]:.3g}" for k in TERM_NAMES) + ")"
-            progress.update(task, completed=event["step"], losses=text)
-        elif kind == "validation_progress":
-            if validation_task is None or event["done"] == 1:
-                validation_task = progress.add_task("validate", total=event["total"],
-                                                    epoch=f"{event['epoch']} validation", losses="videos")
-            progress.update(validation_task, completed=event["done"])
-        elif kind == "validation":
-            progress.console.print(f"epoch {event['epoch']}: validation mAP {event['map']:.4f}")
-        elif kind in ("warning", "skipped_step"):
-            message = event.get("message") or f"epoch {event['epoch']} step {event['step']}: non-finite {', '.join(event['terms'])}, step skipped"
-            err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
-        elif kind == "info":
-            progress.console.print(event["message"], highlight=False, soft_wrap=True)
 
     options = TrainOptions(device=device, amp=amp, num_workers=workers, max_steps_per_epoch=max_steps)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    progress = _progress_bars(visible=main_process)
+    view = _TrainingView(progress) if main_process else (lambda event: None)
     with progress:
-        result = train(cfg, run_dir, resume=resume, options=options, callback=on_event)
-    if not main_process:
-        return
+        result = train(cfg, run_dir, resume=resume, options=options, callback=view)
+    if main_process:
+        _print_summary(result)
+
+
+def _progress_bars(visible: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.fields[epoch]}[/]"), BarColumn(bar_width=20), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
+        console=console, disable=not visible, transient=False,
+    )
+
+
+class _TrainingView:
+    """The trainer's events (``afsd_cli/engine/trainer.py``) as progress bars and lines."""
+
+    def __init__(self, progress: Any):
+        self.progress = progress
+        self.epoch_task: Any = None
+        self.validation_task: Any = None
+        self.handlers = {"epoch_start": self.epoch_start, "step": self.step,
+                         "validation_progress": self.validation_progress, "validation": self.validation,
+                         "warning": self.warning, "skipped_step": self.warning, "info": self.info}
+
+    def __call__(self, event: dict) -> None:
+        handler = self.handlers.get(event["kind"])
+        if handler is not None:
+            handler(event)
+
+    def epoch_start(self, event: dict) -> None:
+        self.epoch_task = self.progress.add_task(
+            "train", total=event["steps"], epoch=f"{event['epoch']}/{event['max_epoch']}", losses="")
+
+    def step(self, event: dict) -> None:
+        from afsd_cli.engine.losses import TERM_NAMES  # the names of metrics.csv and loss_curve.png too
+
+        if self.epoch_task is None:
+            return
+        losses = event["losses"]
+        text = f"loss {losses['total']:.4g} (" + " ".join(f"{k} {losses[k]:.3g}" for k in TERM_NAMES) + ")"
+        self.progress.update(self.epoch_task, completed=event["step"], losses=text)
+
+    def validation_progress(self, event: dict) -> None:
+        if self.validation_task is None or event["done"] == 1:
+            self.validation_task = self.progress.add_task("validate", total=event["total"],
+                                                          epoch=f"{event['epoch']} validation", losses="videos")
+        self.progress.update(self.validation_task, completed=event["done"])
+
+    def validation(self, event: dict) -> None:
+        self.progress.console.print(f"epoch {event['epoch']}: validation mAP {event['map']:.4f}")
+
+    def warning(self, event: dict) -> None:
+        from rich.markup import escape
+
+        message = event.get("message") or (f"epoch {event['epoch']} step {event['step']}: non-finite "
+                                           f"{', '.join(event['terms'])}, step skipped")
+        err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+    def info(self, event: dict) -> None:
+        self.progress.console.print(event["message"], highlight=False, soft_wrap=True)
+
+
+def _print_summary(result: TrainResult) -> None:
+    _print_loss_table(result.epochs)
+    _print_last_epoch(result.epochs)
+    _print_amp_skips(result.epochs)
+    _print_run_folder(result)
+
+
+def _print_loss_table(epochs: list[dict[str, Any]]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    from afsd_cli.engine.losses import TERM_NAMES
+
     table = Table(title="weighted loss per epoch (means)", box=box.SIMPLE_HEAD, padding=(0, 1))
     for column in ("epoch", "total", *TERM_NAMES):
         table.add_column(column, justify="right", no_wrap=True)
-    for row in result.epochs:
+    for row in epochs:
         table.add_row(str(row["epoch"]), f"{row['total']:.4g}", *(f"{row[k]:.3g}" for k in TERM_NAMES))
     console.print(table)
-    for row in result.epochs[-1:]:
+
+
+def _print_last_epoch(epochs: list[dict[str, Any]]) -> None:
+    for row in epochs[-1:]:
         val = row.get("val_map")
         extra = "" if val is None or val != val else f", validation mAP {val:.4f}"
         console.print(f"epoch {row['epoch']}: {row['seconds']:.1f} s, {row['frames_per_second']:.3g} frames/s{extra}",
                       highlight=False)
-    amp_skipped = sum(int(row.get("amp_skipped_steps", 0)) for row in result.epochs)
+
+
+def _print_amp_skips(epochs: list[dict[str, Any]]) -> None:
+    amp_skipped = sum(int(row.get("amp_skipped_steps", 0)) for row in epochs)
     if amp_skipped:
-        steps = sum(int(row.get("steps", 0)) for row in result.epochs)
+        steps = sum(int(row.get("steps", 0)) for row in epochs)
         console.print(f"fp16: the gradient scaler skipped {amp_skipped} of {steps} optimiser steps (inf/NaN "
                       "gradients; it starts at scale 65536 and lowers it on the first steps, so a few are "
                       "normal; many mean fp16 overflows: use --amp bf16)", highlight=False, soft_wrap=True)
+
+
+def _print_run_folder(result: TrainResult) -> None:
+    from afsd_cli.runs import epoch_checkpoints, epoch_states
+
     console.print(f"run folder: {result.run_dir} (config.yaml, env.json, metrics.csv, loss_curve.png)",
                   soft_wrap=True, highlight=False, markup=False)
     models = [path.name for _, path in sorted(epoch_checkpoints(result.run_dir).items())]
