@@ -343,28 +343,32 @@ def write_feature_dataset_config(out_dir: str | Path, annotations_path: str | Pa
     a complete config (``model.input: features``, ``dataset.name: custom``), paths relative to itself,
     so that ``afsd train OUT/dataset.yaml`` needs no edit. ``classes.txt`` is written beside it
     unless a class list is given."""
-    import yaml
-
-    from afsd_cli.data.annotations import read_class_list
-    from afsd_cli.data.custom_dataset import CLASS_LIST, DATASET_CONFIG, _check_labels, _relative
+    from afsd_cli.data.custom_dataset import DATASET_CONFIG, dataset_class_names, dataset_subsets, write_class_list
     from afsd_cli.io import write_text
-    from afsd_cli.profile import held_out_subset, training_subset
 
-    out_dir = Path(out_dir)
+    out_dir, annotations_path = Path(out_dir), Path(annotations_path)
     catalog = read_feature_catalog(out_dir)
     if catalog is None or not catalog.fps:
         raise InputError("no features.json with extracted videos in this folder (run afsd extract first)", out_dir)
     annotations = read_json_annotations(annotations_path)
-    class_names = read_class_list(class_names_path) if class_names_path else annotations.class_names
-    _check_labels(annotations, class_names, class_names_path)
-    train, test = training_subset(annotations.subsets), held_out_subset(annotations.subsets)
-    test = test or train
-    if class_names_path is None:
-        write_text(out_dir / CLASS_LIST, "".join(f"{i} {name}\n" for i, name in enumerate(class_names, start=1)))
-        class_names_path = out_dir / CLASS_LIST
+    class_names = dataset_class_names(annotations, class_names_path)
+    train, test, _ = dataset_subsets(annotations, annotations_path.name)
+    class_list = write_class_list(out_dir, class_names) if class_names_path is None else Path(class_names_path)
+    text = feature_dataset_config_text(out_dir, annotations_path, class_list, class_names, catalog, train, test)
+    return write_text(out_dir / DATASET_CONFIG, text)
+
+
+def feature_dataset_config_text(out_dir: Path, annotations_path: Path, class_list: Path, class_names: tuple[str, ...],
+                                catalog: FeatureCatalog, train: str | None, test: str | None) -> str:
+    """``dataset.yaml`` of a feature folder: windows sized for its median feature rate, paths
+    relative to itself."""
+    import yaml
+
+    from afsd_cli.data.custom_dataset import relative_path
+
     rates = sorted(catalog.fps.values())
     numbers = feature_window_numbers(rates[len(rates) // 2] / catalog.stride)
-    anno = _relative(Path(annotations_path), out_dir)
+    anno = relative_path(annotations_path, out_dir)
 
     def split(subset: str | None, stride: int) -> dict[str, Any]:
         return {"video_anno_path": anno, "video_data_path": ".", "subset": subset,
@@ -377,7 +381,7 @@ def write_feature_dataset_config(out_dir: str | Path, annotations_path: str | Pa
         "dataset": {
             "name": "custom",
             "num_classes": len(class_names) + 1,
-            "class_index_path": _relative(Path(class_names_path), out_dir),
+            "class_index_path": relative_path(class_list, out_dir),
             "feature_stride": catalog.stride,
             "feature_clip_frames": catalog.clip_frames,
             "training": split(train, numbers["train_stride"]),
@@ -394,4 +398,4 @@ def write_feature_dataset_config(out_dir: str | Path, annotations_path: str | Pa
         "# features). Paths are relative to this file. Train with `afsd train <this file> --name NAME`;\n"
         "# override any key with key=value. Every key: docs/config.md; the feature mode: docs/features.md.\n"
     )
-    return write_text(out_dir / DATASET_CONFIG, header + yaml.safe_dump(config, sort_keys=False))
+    return header + yaml.safe_dump(config, sort_keys=False)
