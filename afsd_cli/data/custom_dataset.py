@@ -24,6 +24,7 @@ from afsd_cli.errors import InputError
 from afsd_cli.profile import DEFAULT_FRAME_SIZE, DEFAULT_SAMPLE_FPS, held_out_subset, training_subset
 
 if TYPE_CHECKING:
+    from afsd_cli.data.batch import TaskResult
     from afsd_cli.data.pipeline import BatchReport
 
 DATASET_CONFIG = "dataset.yaml"
@@ -68,7 +69,7 @@ def prepare_custom_dataset(
     fps: float = DEFAULT_SAMPLE_FPS,
     class_names_path: str | Path | None = None,
     on_start: Callable[[int], Any] | None = None,
-    on_result: Callable[[Any], Any] | None = None,
+    on_result: Callable[[TaskResult], Any] | None = None,
     **batch_options: Any,
 ) -> CustomPreparation:
     """Prepare the annotated videos and write the dataset's config (see the module docstring).

@@ -21,11 +21,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from afsd_cli.data.annotations import Annotation, JsonAnnotations, VideoInfo, read_json_annotations
+from afsd_cli.data.datasets import MappedWindowDataset, TrainingSample, check_profile_numbers
 from afsd_cli.data.npy import open_npy
 from afsd_cli.data.windows import TrainingWindow, boundary_masks, normalised_targets
 from afsd_cli.errors import ConfigError, InputError
@@ -35,6 +36,10 @@ from afsd_cli.features.timeline import (
     network_time_origin,
     seconds_to_network_frames,
 )
+
+if TYPE_CHECKING:
+    from afsd_cli.config import Config
+    from afsd_cli.profile import DatasetProfile
 
 FEATURES_JSON = "features.json"  # written by `afsd extract` (features/extract.py)
 MAX_LISTED_PROBLEMS = 10
@@ -149,7 +154,7 @@ def open_feature_array(path: str | Path, channels: int | None = None) -> np.ndar
     return open_npy(path)
 
 
-def feature_videos(folder: str | Path, annotations: JsonAnnotations, subset: str, profile: Any,
+def feature_videos(folder: str | Path, annotations: JsonAnnotations, subset: str, profile: DatasetProfile,
                    fallback_fps: float | None, channels: int | None = None) -> dict[str, FeatureVideo]:
     """The videos of ``subset`` in ``folder``, in annotation order, with their time mapping.
 
@@ -161,7 +166,7 @@ def feature_videos(folder: str | Path, annotations: JsonAnnotations, subset: str
         raise InputError("feature folder not found", folder)
     catalog = read_feature_catalog(folder)
     stride, clip_frames = int(profile.feature_stride), int(profile.feature_clip_frames)
-    every = int(getattr(profile, "feature_sample_stride", None) or 1)
+    every = profile.feature_sample_stride or 1
     if catalog is not None and (catalog.stride, catalog.clip_frames) != (stride, clip_frames):
         raise ConfigError(f"the config says stride {stride} / clip {clip_frames} frames but {catalog.source} was "
                           f"extracted with {catalog.stride} / {catalog.clip_frames} (dataset.feature_stride, "
@@ -195,9 +200,10 @@ def feature_videos(folder: str | Path, annotations: JsonAnnotations, subset: str
     return videos
 
 
-def split_feature_videos(cfg: Any, profile: Any, split: str, channels: int | None = None) -> dict[str, FeatureVideo]:
+def split_feature_videos(cfg: Config, profile: DatasetProfile, split: str,
+                         channels: int | None = None) -> dict[str, FeatureVideo]:
     """The feature videos of the config's ``training`` or ``testing`` split."""
-    section = getattr(cfg.dataset, split)
+    section = cfg.dataset.training if split == "training" else cfg.dataset.testing
     folder = section.video_data_path
     if not folder:
         raise ConfigError(f"dataset.{split}.video_data_path is not set: it is the folder of the <video>.npy features")
@@ -206,8 +212,7 @@ def split_feature_videos(cfg: Any, profile: Any, split: str, channels: int | Non
         raise ConfigError(f"dataset.{split}.video_anno_path is not set: the annotation JSON says which videos "
                           f"are in the {split} subset")
     subset = profile.train_subset if split == "training" else profile.test_subset
-    return feature_videos(folder, read_json_annotations(anno_path), subset, profile,
-                          getattr(cfg.dataset, "sample_fps", None), channels)
+    return feature_videos(folder, read_json_annotations(anno_path), subset, profile, cfg.dataset.sample_fps, channels)
 
 
 def feature_training_annotations(annotations: JsonAnnotations, videos: Mapping[str, FeatureVideo],
@@ -231,8 +236,8 @@ def feature_training_annotations(annotations: JsonAnnotations, videos: Mapping[s
 # training
 
 
-class FeatureWindowDataset:
-    """Training windows of feature sequences (a torch ``Dataset``: ``len`` and ``[index]``).
+class FeatureWindowDataset(MappedWindowDataset):
+    """Training windows of feature sequences ``[T', C]``.
 
     Windows are cut in network frames (offsets are multiples of 4, see ``build_feature_training_dataset``);
     a sample is the window's features ``[C, clip_length/4]`` (zero past the end of the video), the
@@ -242,30 +247,13 @@ class FeatureWindowDataset:
 
     def __init__(self, windows: Sequence[TrainingWindow], videos: Mapping[str, FeatureVideo], clip_length: int,
                  feature_dim: int):
-        self.windows = list(windows)
+        super().__init__(windows)
         self.videos = dict(videos)
         self.clip_length = clip_length
         self.feature_dim = feature_dim
-        self.epoch = 0
-        self._arrays: dict[str, np.ndarray] = {}
 
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_arrays"] = {}  # each worker opens its own maps
-        return state
-
-    def array(self, video: str) -> np.ndarray:
-        array = self._arrays.get(video)
-        if array is None:
-            array = self.videos[video].load(self.feature_dim)
-            self._arrays[video] = array
-        return array
+    def open_array(self, video: str) -> np.ndarray:
+        return self.videos[video].load(self.feature_dim)
 
     def window_features(self, window: TrainingWindow) -> np.ndarray:
         """``float32 [C, clip_length/4]`` features of one window, zero-padded at the end."""
@@ -279,8 +267,6 @@ class FeatureWindowDataset:
     def __getitem__(self, index: int):
         import torch
 
-        from afsd_cli.data.datasets import TrainingSample
-
         window = self.windows[index]
         features = torch.from_numpy(self.window_features(window))
         targets = torch.from_numpy(normalised_targets(window.annotations, self.clip_length))
@@ -288,14 +274,14 @@ class FeatureWindowDataset:
         return TrainingSample(features, targets, scores, None)
 
 
-def build_feature_training_dataset(cfg: Any) -> FeatureWindowDataset:
+def build_feature_training_dataset(cfg: Config) -> FeatureWindowDataset:
     """The training dataset of a feature config: the frame pipeline's sliding windows over
     ``4·T'`` network frames, window and stride ``4 ×`` the config's (which count features)."""
     from afsd_cli.data.windows import thumos_training_windows
     from afsd_cli.profile import resolve_profile
 
     profile = resolve_profile(cfg)
-    feature_dim = int(cfg.model.feature_dim)
+    feature_dim = cfg.model.feature_dim
     videos = split_feature_videos(cfg, profile, "training", feature_dim)
     annotations = read_json_annotations(cfg.dataset.training.video_anno_path)
     infos, actions = feature_training_annotations(annotations, videos, profile.class_names or ())
@@ -309,14 +295,13 @@ def build_feature_training_dataset(cfg: Any) -> FeatureWindowDataset:
     return FeatureWindowDataset(windows, videos, clip_length, feature_dim)
 
 
-def check_feature_training_inputs(cfg: Any) -> Any:
+def check_feature_training_inputs(cfg: Config) -> DatasetProfile:
     """What ``afsd train`` checks before anything is built: numbers, annotations, every array."""
-    from afsd_cli.data.datasets import check_profile_numbers
     from afsd_cli.profile import resolve_profile
 
     profile = resolve_profile(cfg)
     check_profile_numbers(profile, explicit_frame_size=False)
-    split_feature_videos(cfg, profile, "training", int(cfg.model.feature_dim))
+    split_feature_videos(cfg, profile, "training", cfg.model.feature_dim)
     return profile
 
 

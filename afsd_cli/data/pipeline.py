@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from afsd_cli.data.video_info import (
 )
 from afsd_cli.errors import ConfigError, InputError
 from afsd_cli.io import ensure_writable, write_npy
+
+if TYPE_CHECKING:
+    from afsd_cli.profile import KindRules
 
 MANIFEST_SAVE_INTERVAL_S = 5.0
 
@@ -335,7 +338,7 @@ class _InfoFile:
     class_ids: dict[str, int]
 
     @classmethod
-    def for_run(cls, rules: Any, out_dir: Path, info_path: str | Path | None, annotations: Path | None,
+    def for_run(cls, rules: KindRules, out_dir: Path, info_path: str | Path | None, annotations: Path | None,
                 class_names_path: str | Path | None) -> "_InfoFile":
         anet = rules.annotation_format == "anet_info_json"
         gt = read_anet_ground_truth(annotations) if annotations is not None and anet else None
@@ -356,7 +359,7 @@ class _InfoFile:
                 _write_thumos_info(self.path, produced)
 
 
-def _plan_sources(video_dir: Path, rules: Any, annotations: Path | None, gt: dict | None,
+def _plan_sources(video_dir: Path, rules: KindRules, annotations: Path | None, gt: dict | None,
                   video_names: list[str] | None = None):
     """(name, source or None, reason-if-none) per video to produce, plus notes for the user."""
     if video_names is not None or (annotations is not None and rules.annotation_format == "thumos_csv"):
