@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 import numpy as np
 
 from afsd_cli.data.annotations import Annotation
-from afsd_cli.data.npy import open_frames, open_npy
+from afsd_cli.data.npy import array_problems_error, open_frames, open_npy
 from afsd_cli.data.windows import TrainingWindow, boundary_masks, normalised_targets
 from afsd_cli.errors import InputError
 
@@ -372,8 +372,7 @@ def check_training_inputs(cfg: Config) -> DatasetProfile:
         if problem:
             problems.append(problem)
     if problems:
-        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise InputError(f"{len(problems)} training array(s) missing or malformed: {shown}", data_dir)
+        raise array_problems_error(problems, "training", data_dir)
     return profile
 
 

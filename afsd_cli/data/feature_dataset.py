@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from afsd_cli.data.annotations import Annotation, JsonAnnotations, VideoInfo, read_json_annotations
+from afsd_cli.data.annotations import Annotation, JsonAnnotations, JsonVideo, VideoInfo, read_json_annotations
 from afsd_cli.data.datasets import MappedWindowDataset, TrainingSample, check_profile_numbers
-from afsd_cli.data.npy import open_npy
+from afsd_cli.data.npy import array_problems_error, open_npy
 from afsd_cli.data.windows import TrainingWindow, boundary_masks, normalised_targets
 from afsd_cli.errors import ConfigError, InputError
 from afsd_cli.features.timeline import (
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from afsd_cli.profile import DatasetProfile
 
 FEATURES_JSON = "features.json"  # written by `afsd extract` (features/extract.py)
-MAX_LISTED_PROBLEMS = 10
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,11 +165,7 @@ def feature_videos(folder: str | Path, annotations: JsonAnnotations, subset: str
         raise InputError("feature folder not found", folder)
     catalog = read_feature_catalog(folder)
     stride, clip_frames = int(profile.feature_stride), int(profile.feature_clip_frames)
-    every = profile.feature_sample_stride or 1
-    if catalog is not None and (catalog.stride, catalog.clip_frames) != (stride, clip_frames):
-        raise ConfigError(f"the config says stride {stride} / clip {clip_frames} frames but {catalog.source} was "
-                          f"extracted with {catalog.stride} / {catalog.clip_frames} (dataset.feature_stride, "
-                          "dataset.feature_clip_frames)")
+    _check_extraction(catalog, stride, clip_frames)
     chosen = annotations.in_subset(subset)
     if not chosen:
         raise InputError(f"no video in subset {subset!r}", annotations.source)
@@ -178,26 +173,38 @@ def feature_videos(folder: str | Path, annotations: JsonAnnotations, subset: str
     problems: list[str] = []
     for video in chosen:
         path = folder / f"{video.name}.npy"
-        problem = feature_array_problem(path, channels)
         fps = (catalog.fps.get(video.name) if catalog else None) or video.fps or fallback_fps
+        problem = feature_array_problem(path, channels)
         if problem is None and not fps:
             problem = (f"{video.name}: unknown fps (not in features.json nor the annotation JSON; set "
                        "dataset.sample_fps)")
         if problem:
             problems.append(problem)
             continue
-        stored, width = open_npy(path).shape
-        duration = ((catalog.durations.get(video.name) if catalog else None) or video.duration
-                    or ((stored - 1) * stride + clip_frames) / float(fps))
-        # feature j of every `every`-th is stored feature j·every: the same mapping with stride × every
-        videos[video.name] = FeatureVideo(video.name, path, math.ceil(stored / every), int(width), float(fps),
-                                          stride * every, clip_frames, float(duration), video.subset, every)
+        videos[video.name] = _feature_video(path, video, catalog, float(fps), stride, clip_frames,
+                                            profile.feature_sample_stride or 1)
     if problems:
-        shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
-        more = len(problems) - MAX_LISTED_PROBLEMS
-        raise InputError(f"{len(problems)} feature array(s) missing or malformed: {shown}"
-                         + (f"; and {more} more" if more > 0 else ""), folder)
+        raise array_problems_error(problems, "feature", folder)
     return videos
+
+
+def _check_extraction(catalog: FeatureCatalog | None, stride: int, clip_frames: int) -> None:
+    """The config's stride and clip must be those the features were extracted with."""
+    if catalog is not None and (catalog.stride, catalog.clip_frames) != (stride, clip_frames):
+        raise ConfigError(f"the config says stride {stride} / clip {clip_frames} frames but {catalog.source} was "
+                          f"extracted with {catalog.stride} / {catalog.clip_frames} (dataset.feature_stride, "
+                          "dataset.feature_clip_frames)")
+
+
+def _feature_video(path: Path, video: JsonVideo, catalog: FeatureCatalog | None, fps: float, stride: int,
+                   clip_frames: int, every: int) -> FeatureVideo:
+    """The time mapping of a checked array; ``every``: use every Nth stored feature."""
+    stored, width = open_npy(path).shape
+    duration = ((catalog.durations.get(video.name) if catalog else None) or video.duration
+                or ((stored - 1) * stride + clip_frames) / fps)
+    # feature j of every `every`-th is stored feature j·every: the same mapping with stride × every
+    return FeatureVideo(video.name, path, math.ceil(stored / every), int(width), fps, stride * every, clip_frames,
+                        float(duration), video.subset, every)
 
 
 def split_feature_videos(cfg: Config, profile: DatasetProfile, split: str,
