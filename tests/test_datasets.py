@@ -102,6 +102,26 @@ def test_collate_and_consistency_index(tmp_path):
         assert proposals.shape == (3, 2)
 
 
+def test_frame_and_feature_datasets_share_epochs_and_per_process_maps(tmp_path):
+    import pickle
+
+    from afsd_cli.data.datasets import MappedWindowDataset
+    from afsd_cli.data.feature_dataset import FeatureVideo, FeatureWindowDataset
+
+    frames = np.random.default_rng(2).integers(0, 255, (16, 8, 8, 3), dtype=np.uint8)
+    window = TrainingWindow("v", 0, (Annotation(2.0, 12.0, 1),), 16, 2)
+    np.save(tmp_path / "f.npy", np.ones((6, 4), np.float32))
+    video = FeatureVideo("v", tmp_path / "f.npy", 6, 4, 10.0, 2, 4, 1.5)
+    for ds in (_dataset(tmp_path, frames, [window]), FeatureWindowDataset([window], {"v": video}, 16, 4)):
+        assert isinstance(ds, MappedWindowDataset) and len(ds) == 1
+        ds.set_epoch(3)
+        opened = ds.array("v")
+        assert isinstance(opened, np.memmap) and ds.array("v") is opened  # opened once per process
+        copy = pickle.loads(pickle.dumps(ds))  # what a DataLoader worker receives
+        assert copy.epoch == 3 and copy._arrays == {}  # the worker opens its own maps
+        np.testing.assert_array_equal(copy.array("v"), opened)
+
+
 def test_missing_or_malformed_array_names_the_file(tmp_path):
     window = TrainingWindow("v", 0, (Annotation(2.0, 12.0, 1),), 16, 2)
     ds = WindowDataset([window], tmp_path, clip_length=16, crop_size=8)

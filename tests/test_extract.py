@@ -163,7 +163,9 @@ def test_failures_are_listed_and_the_others_finish(weights, tmp_path):
     status = {r.name: (r.status, r.error) for r in report.results}
     assert status["good"][0] == "done"
     assert status["small"][0] == "failed" and "smaller than the 32 px crop" in status["small"][1]
-    assert status["broken"][0] == "failed" and "not a readable .npy" in status["broken"][1]
+    # the one .npy reader's message (data/npy.py): the file and what is wrong with it, on one line
+    assert status["broken"][0] == "failed" and "broken.npy: not a .npy file" in status["broken"][1]
+    assert "\n" not in status["broken"][1]
     described = json.loads((tmp_path / "out" / "features.json").read_text())
     assert list(described["videos"]) == ["good"]
     assert np.load(tmp_path / "out" / "good.npy").shape == (1, 1024)

@@ -235,15 +235,15 @@ def test_flow_progress_crosses_process_boundaries():
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from afsd_cli.data.pipeline import _pair_reports
+    from afsd_cli.data.pipeline import _progress_queue
 
     seen = []
     # a process pool (loky, 2 jobs) gets a multiprocessing queue the workers can put into
-    with _pair_reports(lambda name, n: seen.append((name, n)), "loky", 2, 2) as pair_queue:
+    with _progress_queue(lambda name, n: seen.append((name, n)), "loky", 2, 2) as pair_queue:
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
             list(pool.map(_report_pairs, [pair_queue, pair_queue], ["a", "b"]))
     assert sorted(seen) == [("a", 5), ("b", 5)]
-    with _pair_reports(seen.append, "dask", 2, 2) as pair_queue:  # remote workers: per video only
+    with _progress_queue(seen.append, "dask", 2, 2) as pair_queue:  # remote workers: per video only
         assert pair_queue is None
 
 

@@ -13,7 +13,7 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from afsd_cli.errors import InputError
 from afsd_cli.io import read_json, read_text
@@ -285,35 +285,40 @@ def read_json_annotations(path: str | Path) -> JsonAnnotations:
     database = data.get("database") if isinstance(data, dict) else None
     if not isinstance(database, dict):
         raise InputError('expected {"database": {video_id: {"subset": ..., "annotations": [...]}}}', path)
-    videos: dict[str, JsonVideo] = {}
-    for name, entry in database.items():
-        where = f"database[{name!r}]"
-        _check_video_id(name, path, where)
-        if not isinstance(entry, dict):
-            raise InputError(f"{where}: expected an object", path)
-        subset = entry.get("subset")
-        if not isinstance(subset, str) or not subset.strip():
-            raise InputError(f"{where}: missing or empty 'subset'", path)
-        actions = []
-        annotations = entry.get("annotations", [])
-        if not isinstance(annotations, list):
-            raise InputError(f"{where}['annotations']: expected a list", path)
-        for i, item in enumerate(annotations):
-            here = f"{where}['annotations'][{i}]"
-            if not isinstance(item, dict) or not isinstance(item.get("label"), str) or not item["label"].strip():
-                raise InputError(f"{here}: expected an object with a non-empty string 'label'", path)
-            segment = item.get("segment")
-            if not isinstance(segment, (list, tuple)) or len(segment) != 2:
-                raise InputError(f"{here}['segment']: expected [start, end] in seconds", path)
-            start, end = (_seconds(v, path, f"{here}['segment']") for v in segment)
-            if end <= start:
-                raise InputError(f"{here}['segment']: end {end:g} is not after start {start:g}", path)
-            actions.append((item["label"].strip(), start, end))
-        videos[str(name)] = JsonVideo(str(name), subset.strip(), _optional_number(entry, "duration", path, where),
-                                      _optional_number(entry, "fps", path, where), tuple(actions))
+    videos = {str(name): _json_video(name, entry, path) for name, entry in database.items()}
     if not videos:
         raise InputError("the database lists no video", path)
     return JsonAnnotations(videos, str(path))
+
+
+def _json_video(name: str, entry: Any, path: Path) -> JsonVideo:
+    """One ``database`` entry: its subset, optional duration and fps, and its actions."""
+    where = f"database[{name!r}]"
+    _check_video_id(name, path, where)
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: expected an object", path)
+    subset = entry.get("subset")
+    if not isinstance(subset, str) or not subset.strip():
+        raise InputError(f"{where}: missing or empty 'subset'", path)
+    annotations = entry.get("annotations", [])
+    if not isinstance(annotations, list):
+        raise InputError(f"{where}['annotations']: expected a list", path)
+    actions = tuple(_json_action(item, path, f"{where}['annotations'][{i}]") for i, item in enumerate(annotations))
+    return JsonVideo(str(name), subset.strip(), _optional_number(entry, "duration", path, where),
+                     _optional_number(entry, "fps", path, where), actions)
+
+
+def _json_action(item: Any, path: Path, here: str) -> tuple[str, float, float]:
+    """``(label, start, end)`` of one annotation ``{"label": ..., "segment": [start, end]}`` (seconds)."""
+    if not isinstance(item, dict) or not isinstance(item.get("label"), str) or not item["label"].strip():
+        raise InputError(f"{here}: expected an object with a non-empty string 'label'", path)
+    segment = item.get("segment")
+    if not isinstance(segment, (list, tuple)) or len(segment) != 2:
+        raise InputError(f"{here}['segment']: expected [start, end] in seconds", path)
+    start, end = (_seconds(v, path, f"{here}['segment']") for v in segment)
+    if end <= start:
+        raise InputError(f"{here}['segment']: end {end:g} is not after start {start:g}", path)
+    return item["label"].strip(), start, end
 
 
 def _check_video_id(name: str, path: Path, where: str) -> None:

@@ -17,11 +17,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from afsd_cli.data.annotations import JsonAnnotations, annotations_document, read_class_list, read_json_annotations
 from afsd_cli.errors import InputError
 from afsd_cli.profile import DEFAULT_FRAME_SIZE, DEFAULT_SAMPLE_FPS, held_out_subset, training_subset
+
+if TYPE_CHECKING:
+    from afsd_cli.data.batch import TaskResult
+    from afsd_cli.data.pipeline import BatchReport
 
 DATASET_CONFIG = "dataset.yaml"
 CLASS_LIST = "classes.txt"
@@ -37,7 +41,7 @@ CROP_FRACTION = 96 / 112
 class CustomPreparation:
     """What ``prepare_custom_dataset`` produced besides the arrays."""
 
-    report: Any  # data.pipeline.BatchReport
+    report: BatchReport
     config_path: Path
     class_names: tuple[str, ...]
     train_subset: str | None
@@ -65,7 +69,7 @@ def prepare_custom_dataset(
     fps: float = DEFAULT_SAMPLE_FPS,
     class_names_path: str | Path | None = None,
     on_start: Callable[[int], Any] | None = None,
-    on_result: Callable[[Any], Any] | None = None,
+    on_result: Callable[[TaskResult], Any] | None = None,
     **batch_options: Any,
 ) -> CustomPreparation:
     """Prepare the annotated videos and write the dataset's config (see the module docstring).
@@ -80,29 +84,15 @@ def prepare_custom_dataset(
     out_dir = Path(out_dir)
     annotations_path = Path(annotations_path)
     annotations = read_json_annotations(annotations_path)
-    class_names = read_class_list(class_names_path) if class_names_path else annotations.class_names
-    _check_labels(annotations, class_names, class_names_path)
-    notes: list[str] = []
-    train_subset, test_subset = training_subset(annotations.subsets), held_out_subset(annotations.subsets)
-    if train_subset is None:
-        notes.append(f"no 'training' (or 'train') subset in {annotations_path.name}: nothing to train on")
-    if test_subset is None:
-        notes.append(f"no 'testing'/'validation' subset in {annotations_path.name}: predict and evaluate use "
-                     "the training subset")
-        test_subset = train_subset
-
+    class_names = dataset_class_names(annotations, class_names_path)
+    train_subset, test_subset, notes = dataset_subsets(annotations, annotations_path.name)
     report = prepare_videos(video_dir, out_dir, dataset="custom", annotations=None, size=size,
                             sample_fps=fps, video_names=list(annotations.videos),
                             on_start=on_start, on_result=on_result, **batch_options)
-    if annotations_path.suffix.lower() == ".csv":
-        measured = _measured_durations(report)
-        annotations_path = write_json(out_dir / CONVERTED_ANNOTATIONS, annotations_document(annotations, measured))
-    if class_names_path is None:
-        # "<id> <name>" lines: a name that itself starts with a number stays intact
-        write_text(out_dir / CLASS_LIST, "".join(f"{i} {name}\n" for i, name in enumerate(class_names, start=1)))
-        class_list = out_dir / CLASS_LIST
-    else:
-        class_list = Path(class_names_path)
+    if annotations_path.suffix.lower() == ".csv":  # the config names the JSON conversion (measured durations)
+        annotations_path = write_json(out_dir / CONVERTED_ANNOTATIONS,
+                                      annotations_document(annotations, _measured_durations(report)))
+    class_list = write_class_list(out_dir, class_names) if class_names_path is None else Path(class_names_path)
     config_text = dataset_config_text(out_dir, Path(video_dir), annotations_path, class_list, class_names,
                                       size, fps, train_subset, test_subset,
                                       batch_options.get("resize", "pil-bicubic"))
@@ -110,16 +100,42 @@ def prepare_custom_dataset(
     return CustomPreparation(report, config_path, class_names, train_subset, test_subset, notes + report.notes)
 
 
-def _check_labels(annotations: JsonAnnotations, class_names: tuple[str, ...], class_names_path) -> None:
+def dataset_class_names(annotations: JsonAnnotations, class_names_path: str | Path | None) -> tuple[str, ...]:
+    """The class list (model ids 1..K in its order): the given file, else the annotations' labels;
+    InputError for a label outside it or an empty list."""
+    class_names = read_class_list(class_names_path) if class_names_path else annotations.class_names
     unknown = sorted({label for v in annotations.videos.values() for label, _, _ in v.actions} - set(class_names))
     if unknown:
         raise InputError(f"label(s) {', '.join(map(repr, unknown[:5]))} of {annotations.source} are not in the "
                          "class list", class_names_path)
     if not class_names:
         raise InputError("no annotated action: the class list would be empty", annotations.source)
+    return class_names
 
 
-def _measured_durations(report: Any) -> dict[str, float]:
+def dataset_subsets(annotations: JsonAnnotations, source_name: str) -> tuple[str | None, str | None, list[str]]:
+    """``(training subset, held-out subset, notes)``; without a held-out subset the training one is
+    used for testing too, and a note says so."""
+    notes: list[str] = []
+    train_subset, test_subset = training_subset(annotations.subsets), held_out_subset(annotations.subsets)
+    if train_subset is None:
+        notes.append(f"no 'training' (or 'train') subset in {source_name}: nothing to train on")
+    if test_subset is None:
+        notes.append(f"no 'testing'/'validation' subset in {source_name}: predict and evaluate use "
+                     "the training subset")
+        test_subset = train_subset
+    return train_subset, test_subset, notes
+
+
+def write_class_list(out_dir: Path, class_names: tuple[str, ...]) -> Path:
+    """``out_dir/classes.txt``: ``<model id> <name>`` lines, ids from 1."""
+    from afsd_cli.io import write_text
+
+    # "<id> <name>" lines: a name that itself starts with a number stays intact
+    return write_text(out_dir / CLASS_LIST, "".join(f"{i} {name}\n" for i, name in enumerate(class_names, start=1)))
+
+
+def _measured_durations(report: BatchReport) -> dict[str, float]:
     from afsd_cli.data.manifest import Manifest
 
     durations = {}
@@ -131,7 +147,8 @@ def _measured_durations(report: Any) -> dict[str, float]:
     return durations
 
 
-def _relative(path: Path, base: Path) -> str:
+def relative_path(path: Path, base: Path) -> str:
+    """``path`` as a config beside ``base`` names it (``paths_relative_to: config``)."""
     try:
         return os.path.relpath(path.resolve(), base.resolve())
     except ValueError:  # another drive (Windows): keep it absolute
@@ -145,11 +162,11 @@ def dataset_config_text(out_dir: Path, video_dir: Path, annotations_path: Path, 
     import yaml
 
     numbers = window_numbers(fps, size)
-    anno = _relative(annotations_path, out_dir)
+    anno = relative_path(annotations_path, out_dir)
 
     def split(subset: str | None, stride: int) -> dict[str, Any]:
         return {
-            "video_mp4_path": _relative(video_dir, out_dir),
+            "video_mp4_path": relative_path(video_dir, out_dir),
             "video_info_path": "video_info.csv",
             "video_anno_path": anno,
             "video_data_path": ".",
@@ -169,7 +186,7 @@ def dataset_config_text(out_dir: Path, video_dir: Path, annotations_path: Path, 
         "dataset": {
             "name": "custom",
             "num_classes": len(class_names) + 1,
-            "class_index_path": _relative(class_list, out_dir),
+            "class_index_path": relative_path(class_list, out_dir),
             "frame_size": int(size),
             "sample_fps": float(fps),
             "resize": resize,

@@ -15,14 +15,18 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 
 from afsd_cli.data.annotations import Annotation
-from afsd_cli.data.npy import open_frames, open_npy
+from afsd_cli.data.npy import array_problems_error, open_frames, open_npy
 from afsd_cli.data.windows import TrainingWindow, boundary_masks, normalised_targets
 from afsd_cli.errors import InputError
+
+if TYPE_CHECKING:
+    from afsd_cli.config import Config
+    from afsd_cli.profile import DatasetProfile
 
 
 class ConsistencySample(NamedTuple):
@@ -57,9 +61,22 @@ def consistency_sample(
 
     An action longer than ``2·th`` (``inclusive_length``: at least, ActivityNet) is cut at a
     random point and a ``th``-frame background snippet from elsewhere in the window is inserted
-    at the cut, shifting the frames in between.
+    at the cut, shifting the frames in between. The four random draws keep the official order:
+    the action, the cut, the background region, the snippet in it.
     """
     annotations = [Annotation(float(a[0]), float(a[1]), int(a[2])) for a in annotations]
+    cut = _action_cut(annotations, th, rng, inclusive_length)
+    if cut is None:
+        return None
+    snippet_start = _background_snippet(annotations, clip_length, th, rng)
+    if snippet_start is None:
+        return None
+    return _insert_snippet(clip_length, *cut, snippet_start, th)
+
+
+def _action_cut(annotations: Sequence[Annotation], th: int, rng: random.Random,
+                inclusive_length: bool) -> tuple[Annotation, int] | None:
+    """A long enough action and the frame it is cut at (at least ``th`` from either end)."""
     if inclusive_length:
         candidates = [a for a in annotations if a.end - a.start >= 2 * th]
     else:
@@ -70,7 +87,12 @@ def consistency_sample(
     cut_range = range(math.floor(th), math.ceil(gt.end - gt.start - th))
     if not cut_range:
         return None
-    t = rng.choice(cut_range) + math.ceil(gt.start)
+    return gt, rng.choice(cut_range) + math.ceil(gt.start)
+
+
+def _background_snippet(annotations: Sequence[Annotation], clip_length: int, th: int,
+                        rng: random.Random) -> int | None:
+    """First frame of a ``th``-frame snippet inside a background region of the window."""
     background = _background_region(annotations, clip_length, th, rng)
     if background is None:
         return None
@@ -78,9 +100,13 @@ def consistency_sample(
     snippet_range = range(bg_b - bg_a - th)
     if not snippet_range:
         return None
-    st = rng.choice(snippet_range) + bg_a
-    en = st + th
+    return rng.choice(snippet_range) + bg_a
 
+
+def _insert_snippet(clip_length: int, gt: Annotation, t: int, st: int, th: int) -> ConsistencySample | None:
+    """The index map that moves frames ``[st, st + th)`` to the cut ``t`` of action ``gt``, and the
+    proposals of the two action parts and the inserted background."""
+    en = st + th
     original = np.arange(clip_length, dtype=np.int64)
     source = original.copy()
     try:
@@ -133,9 +159,46 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(2, np.uint64)[0])
 
 
-class WindowDataset:
-    """Training clips cut from memory-mapped ``<data_dir>/<video>.npy`` arrays (a torch
-    ``Dataset``: ``len`` and ``[index]``).
+class MappedWindowDataset:
+    """What the training datasets share (torch-free): their windows, the epoch whose random draws
+    the next samples use, and each video's memory-mapped array, opened once per process.
+
+    A torch ``Dataset`` by duck typing (``len`` and ``[index]`` of a subclass). DataLoader workers
+    receive a pickled copy: the open maps stay behind and each worker opens its own.
+    """
+
+    def __init__(self, windows: Sequence[TrainingWindow]):
+        self.windows = list(windows)
+        self.epoch = 0
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws the next samples use."""
+        self.epoch = epoch
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_arrays"] = {}  # each worker opens its own maps
+        return state
+
+    def array(self, video: str) -> np.ndarray:
+        """The memory-mapped array of ``video`` (opened once per process)."""
+        array = self._arrays.get(video)
+        if array is None:
+            array = self.open_array(video)
+            self._arrays[video] = array
+        return array
+
+    def open_array(self, video: str) -> np.ndarray:
+        """Open and check the array of ``video`` (memory-mapped, not read)."""
+        raise NotImplementedError
+
+
+class WindowDataset(MappedWindowDataset):
+    """Training clips cut from memory-mapped ``<data_dir>/<video>.npy`` arrays ``uint8 [T, H, W, C]``.
 
     ``pad_value`` fills frames past the end of the video before normalisation (THUMOS 0 → −1,
     ActivityNet 127.5 → 0); ``action_mask`` adds the ActivityNet action row to ``scores``;
@@ -156,7 +219,7 @@ class WindowDataset:
         consistency: bool = True,
         seed: int = 2020,
     ):
-        self.windows = list(windows)
+        super().__init__(windows)
         self.data_dir = Path(data_dir)
         self.clip_length = clip_length
         self.crop_size = crop_size
@@ -167,28 +230,9 @@ class WindowDataset:
         self.augment = augment
         self.consistency = consistency
         self.seed = seed
-        self.epoch = 0
-        self._arrays: dict[str, np.ndarray] = {}
 
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random draws the next samples use."""
-        self.epoch = epoch
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_arrays"] = {}  # each worker opens its own maps
-        return state
-
-    def array(self, video: str) -> np.ndarray:
-        """The memory-mapped ``uint8 [T, H, W, C]`` array of ``video`` (opened once per process)."""
-        array = self._arrays.get(video)
-        if array is None:
-            array = open_frames(self.data_dir / f"{video}.npy", self.in_channels, self.crop_size)
-            self._arrays[video] = array
-        return array
+    def open_array(self, video: str) -> np.ndarray:
+        return open_frames(self.data_dir / f"{video}.npy", self.in_channels, self.crop_size)
 
     def _crop_window(self, window: TrainingWindow, rng: random.Random):
         """Cropped, padded, flipped uint8->float clip ``[C, L, crop, crop]`` (not normalised)."""
@@ -225,10 +269,10 @@ class WindowDataset:
         return TrainingSample(clip, targets, scores, consistency)
 
 
-def build_training_dataset(cfg, seed: int | None = None, consistency: bool | None = None) -> WindowDataset:
+def build_training_dataset(cfg: Config, seed: int | None = None,
+                           consistency: bool | None = None) -> MappedWindowDataset:
     """The training dataset a config describes: sliding windows (THUMOS14, custom) or one clip per
-    video (ActivityNet), as its dataset profile says."""
-    from afsd_cli.errors import ConfigError
+    video (ActivityNet), as its dataset profile says; feature windows for ``model.input: features``."""
     from afsd_cli.profile import resolve_profile
 
     if _is_feature_config(cfg):
@@ -237,32 +281,39 @@ def build_training_dataset(cfg, seed: int | None = None, consistency: bool | Non
         return build_feature_training_dataset(cfg)
     profile = resolve_profile(cfg)
     split = cfg.dataset.training
-    clip_length, crop = int(split.clip_length), int(split.crop_size)
     infos, annotations = training_annotations(cfg, profile)
     windows = training_windows(profile, infos, annotations)
-    data_dir = split.video_data_path or (split.video_mp4_path if profile.rules.arrays_in_mp4_path else None)
-    rules = profile.rules
-    extra = dict(pad_value=rules.pad_value, action_mask=rules.action_mask, inclusive_split=rules.inclusive_split)
-    if not data_dir:
-        raise ConfigError("dataset.training.video_data_path is not set")
+    data_dir = training_data_dir(cfg, profile)
     if not windows:
         raise InputError("no training window: no annotated video has an action inside a window",
                          split.video_info_path)
-    if consistency is None:
-        consistency = float(getattr(cfg.training, "ssl", 0.1) or 0.0) > 0
+    rules = profile.rules
     return WindowDataset(
-        windows, data_dir, clip_length, crop, int(getattr(cfg.model, "in_channels", 3)),
-        consistency=consistency,
-        seed=int(cfg.training.random_seed if seed is None else seed), **extra,
+        windows, data_dir, split.clip_length, split.crop_size, cfg.model.in_channels,
+        pad_value=rules.pad_value, action_mask=rules.action_mask, inclusive_split=rules.inclusive_split,
+        consistency=cfg.training.ssl > 0 if consistency is None else consistency,
+        seed=cfg.training.random_seed if seed is None else int(seed),
     )
 
 
-def _is_feature_config(cfg) -> bool:
+def _is_feature_config(cfg: Config) -> bool:
     """``model.input: features``: the data are feature arrays (data/feature_dataset.py)."""
-    return str(getattr(cfg.model, "input", "frames") or "frames") == "features"
+    return cfg.model.input == "features"
 
 
-def training_annotations(cfg, profile) -> tuple[dict, dict]:
+def training_data_dir(cfg: Config, profile: DatasetProfile) -> str:
+    """The folder of the training arrays: ``video_data_path``, or the video folder where the
+    profile keeps its arrays there (ActivityNet's official layout)."""
+    from afsd_cli.errors import ConfigError
+
+    split = cfg.dataset.training
+    data_dir = split.video_data_path or (split.video_mp4_path if profile.rules.arrays_in_mp4_path else None)
+    if not data_dir:
+        raise ConfigError("dataset.training.video_data_path is not set")
+    return data_dir
+
+
+def training_annotations(cfg: Config, profile: DatasetProfile) -> tuple[dict, dict]:
     """``(video infos, annotations in stored frames)`` of the training subset, read in the
     profile's annotation format (THUMOS14 CSVs, ActivityNet info JSON, or the custom JSON)."""
     from afsd_cli.data import annotations as readers
@@ -279,12 +330,12 @@ def training_annotations(cfg, profile) -> tuple[dict, dict]:
     if profile.annotation_format == "json":
         return readers.json_training_annotations(readers.read_json_annotations(split.video_anno_path), infos,
                                                  profile.class_names, profile.train_subset)
-    class_index_path = getattr(cfg.dataset, "class_index_path", None)
+    class_index_path = cfg.dataset.class_index_path
     class_index = readers.read_class_index(class_index_path) if class_index_path else None
     return infos, readers.read_thumos_annotations(split.video_anno_path, infos, class_index)
 
 
-def training_windows(profile, infos: dict, annotations: dict) -> list:
+def training_windows(profile: DatasetProfile, infos: dict, annotations: dict) -> list[TrainingWindow]:
     """Training windows: one clip per video (single-window profiles) or sliding windows."""
     from afsd_cli.data.windows import anet_training_windows, thumos_training_windows
 
@@ -293,7 +344,7 @@ def training_windows(profile, infos: dict, annotations: dict) -> list:
     return thumos_training_windows(infos, annotations, profile.train_clip_length, profile.train_clip_stride)[0]
 
 
-def check_training_inputs(cfg) -> Any:
+def check_training_inputs(cfg: Config) -> DatasetProfile:
     """Everything ``afsd train`` can check in seconds, before any run folder or model exists.
 
     The class count against the class list (the message says which number to set), the crop
@@ -301,7 +352,6 @@ def check_training_inputs(cfg) -> Any:
     training subset has a readable array of the right size. Returns the dataset profile; raises
     ConfigError / InputError naming every missing or malformed array (at most ten).
     """
-    from afsd_cli.errors import ConfigError
     from afsd_cli.profile import resolve_profile
 
     if _is_feature_config(cfg):
@@ -309,28 +359,24 @@ def check_training_inputs(cfg) -> Any:
 
         return check_feature_training_inputs(cfg)
     profile = resolve_profile(cfg)
-    check_profile_numbers(profile, explicit_frame_size=bool(getattr(cfg.dataset, "frame_size", None)))
-    split = cfg.dataset.training
-    infos, annotations = training_annotations(cfg, profile)
-    data_dir = split.video_data_path or (split.video_mp4_path if profile.rules.arrays_in_mp4_path else None)
-    if not data_dir:
-        raise ConfigError("dataset.training.video_data_path is not set")
+    explicit_frame_size = cfg.dataset.frame_size is not None
+    check_profile_numbers(profile, explicit_frame_size=explicit_frame_size)
+    _, annotations = training_annotations(cfg, profile)
+    data_dir = training_data_dir(cfg, profile)
     if not Path(data_dir).is_dir():
         raise InputError("array folder not found (dataset.training.video_data_path)", data_dir)
-    channels = int(getattr(cfg.model, "in_channels", 3))
-    size = profile.frame_size if getattr(cfg.dataset, "frame_size", None) else None
+    size = profile.frame_size if explicit_frame_size else None
     problems = []
     for name in annotations:
-        problem = _array_problem(Path(data_dir) / f"{name}.npy", channels, profile.crop_size, size)
+        problem = _array_problem(Path(data_dir) / f"{name}.npy", cfg.model.in_channels, profile.crop_size, size)
         if problem:
             problems.append(problem)
     if problems:
-        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise InputError(f"{len(problems)} training array(s) missing or malformed: {shown}", data_dir)
+        raise array_problems_error(problems, "training", data_dir)
     return profile
 
 
-def check_profile_numbers(profile, explicit_frame_size: bool = True) -> None:
+def check_profile_numbers(profile: DatasetProfile, explicit_frame_size: bool = True) -> None:
     """Crop within the frame size, clip lengths positive multiples of 8, strides in 1..clip length."""
     from afsd_cli.errors import ConfigError
 

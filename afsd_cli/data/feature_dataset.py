@@ -21,12 +21,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from afsd_cli.data.annotations import Annotation, JsonAnnotations, VideoInfo, read_json_annotations
-from afsd_cli.data.npy import open_npy
+from afsd_cli.data.annotations import Annotation, JsonAnnotations, JsonVideo, VideoInfo, read_json_annotations
+from afsd_cli.data.datasets import MappedWindowDataset, TrainingSample, check_profile_numbers
+from afsd_cli.data.npy import array_problems_error, open_npy
 from afsd_cli.data.windows import TrainingWindow, boundary_masks, normalised_targets
 from afsd_cli.errors import ConfigError, InputError
 from afsd_cli.features.timeline import (
@@ -36,8 +37,11 @@ from afsd_cli.features.timeline import (
     seconds_to_network_frames,
 )
 
+if TYPE_CHECKING:
+    from afsd_cli.config import Config
+    from afsd_cli.profile import DatasetProfile
+
 FEATURES_JSON = "features.json"  # written by `afsd extract` (features/extract.py)
-MAX_LISTED_PROBLEMS = 10
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,7 +153,7 @@ def open_feature_array(path: str | Path, channels: int | None = None) -> np.ndar
     return open_npy(path)
 
 
-def feature_videos(folder: str | Path, annotations: JsonAnnotations, subset: str, profile: Any,
+def feature_videos(folder: str | Path, annotations: JsonAnnotations, subset: str, profile: DatasetProfile,
                    fallback_fps: float | None, channels: int | None = None) -> dict[str, FeatureVideo]:
     """The videos of ``subset`` in ``folder``, in annotation order, with their time mapping.
 
@@ -161,11 +165,7 @@ def feature_videos(folder: str | Path, annotations: JsonAnnotations, subset: str
         raise InputError("feature folder not found", folder)
     catalog = read_feature_catalog(folder)
     stride, clip_frames = int(profile.feature_stride), int(profile.feature_clip_frames)
-    every = int(getattr(profile, "feature_sample_stride", None) or 1)
-    if catalog is not None and (catalog.stride, catalog.clip_frames) != (stride, clip_frames):
-        raise ConfigError(f"the config says stride {stride} / clip {clip_frames} frames but {catalog.source} was "
-                          f"extracted with {catalog.stride} / {catalog.clip_frames} (dataset.feature_stride, "
-                          "dataset.feature_clip_frames)")
+    _check_extraction(catalog, stride, clip_frames)
     chosen = annotations.in_subset(subset)
     if not chosen:
         raise InputError(f"no video in subset {subset!r}", annotations.source)
@@ -173,31 +173,44 @@ def feature_videos(folder: str | Path, annotations: JsonAnnotations, subset: str
     problems: list[str] = []
     for video in chosen:
         path = folder / f"{video.name}.npy"
-        problem = feature_array_problem(path, channels)
         fps = (catalog.fps.get(video.name) if catalog else None) or video.fps or fallback_fps
+        problem = feature_array_problem(path, channels)
         if problem is None and not fps:
             problem = (f"{video.name}: unknown fps (not in features.json nor the annotation JSON; set "
                        "dataset.sample_fps)")
         if problem:
             problems.append(problem)
             continue
-        stored, width = open_npy(path).shape
-        duration = ((catalog.durations.get(video.name) if catalog else None) or video.duration
-                    or ((stored - 1) * stride + clip_frames) / float(fps))
-        # feature j of every `every`-th is stored feature j·every: the same mapping with stride × every
-        videos[video.name] = FeatureVideo(video.name, path, math.ceil(stored / every), int(width), float(fps),
-                                          stride * every, clip_frames, float(duration), video.subset, every)
+        videos[video.name] = _feature_video(path, video, catalog, float(fps), stride, clip_frames,
+                                            profile.feature_sample_stride or 1)
     if problems:
-        shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
-        more = len(problems) - MAX_LISTED_PROBLEMS
-        raise InputError(f"{len(problems)} feature array(s) missing or malformed: {shown}"
-                         + (f"; and {more} more" if more > 0 else ""), folder)
+        raise array_problems_error(problems, "feature", folder)
     return videos
 
 
-def split_feature_videos(cfg: Any, profile: Any, split: str, channels: int | None = None) -> dict[str, FeatureVideo]:
+def _check_extraction(catalog: FeatureCatalog | None, stride: int, clip_frames: int) -> None:
+    """The config's stride and clip must be those the features were extracted with."""
+    if catalog is not None and (catalog.stride, catalog.clip_frames) != (stride, clip_frames):
+        raise ConfigError(f"the config says stride {stride} / clip {clip_frames} frames but {catalog.source} was "
+                          f"extracted with {catalog.stride} / {catalog.clip_frames} (dataset.feature_stride, "
+                          "dataset.feature_clip_frames)")
+
+
+def _feature_video(path: Path, video: JsonVideo, catalog: FeatureCatalog | None, fps: float, stride: int,
+                   clip_frames: int, every: int) -> FeatureVideo:
+    """The time mapping of a checked array; ``every``: use every Nth stored feature."""
+    stored, width = open_npy(path).shape
+    duration = ((catalog.durations.get(video.name) if catalog else None) or video.duration
+                or ((stored - 1) * stride + clip_frames) / fps)
+    # feature j of every `every`-th is stored feature j·every: the same mapping with stride × every
+    return FeatureVideo(video.name, path, math.ceil(stored / every), int(width), fps, stride * every, clip_frames,
+                        float(duration), video.subset, every)
+
+
+def split_feature_videos(cfg: Config, profile: DatasetProfile, split: str,
+                         channels: int | None = None) -> dict[str, FeatureVideo]:
     """The feature videos of the config's ``training`` or ``testing`` split."""
-    section = getattr(cfg.dataset, split)
+    section = cfg.dataset.training if split == "training" else cfg.dataset.testing
     folder = section.video_data_path
     if not folder:
         raise ConfigError(f"dataset.{split}.video_data_path is not set: it is the folder of the <video>.npy features")
@@ -206,8 +219,7 @@ def split_feature_videos(cfg: Any, profile: Any, split: str, channels: int | Non
         raise ConfigError(f"dataset.{split}.video_anno_path is not set: the annotation JSON says which videos "
                           f"are in the {split} subset")
     subset = profile.train_subset if split == "training" else profile.test_subset
-    return feature_videos(folder, read_json_annotations(anno_path), subset, profile,
-                          getattr(cfg.dataset, "sample_fps", None), channels)
+    return feature_videos(folder, read_json_annotations(anno_path), subset, profile, cfg.dataset.sample_fps, channels)
 
 
 def feature_training_annotations(annotations: JsonAnnotations, videos: Mapping[str, FeatureVideo],
@@ -231,8 +243,8 @@ def feature_training_annotations(annotations: JsonAnnotations, videos: Mapping[s
 # training
 
 
-class FeatureWindowDataset:
-    """Training windows of feature sequences (a torch ``Dataset``: ``len`` and ``[index]``).
+class FeatureWindowDataset(MappedWindowDataset):
+    """Training windows of feature sequences ``[T', C]``.
 
     Windows are cut in network frames (offsets are multiples of 4, see ``build_feature_training_dataset``);
     a sample is the window's features ``[C, clip_length/4]`` (zero past the end of the video), the
@@ -242,30 +254,13 @@ class FeatureWindowDataset:
 
     def __init__(self, windows: Sequence[TrainingWindow], videos: Mapping[str, FeatureVideo], clip_length: int,
                  feature_dim: int):
-        self.windows = list(windows)
+        super().__init__(windows)
         self.videos = dict(videos)
         self.clip_length = clip_length
         self.feature_dim = feature_dim
-        self.epoch = 0
-        self._arrays: dict[str, np.ndarray] = {}
 
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_arrays"] = {}  # each worker opens its own maps
-        return state
-
-    def array(self, video: str) -> np.ndarray:
-        array = self._arrays.get(video)
-        if array is None:
-            array = self.videos[video].load(self.feature_dim)
-            self._arrays[video] = array
-        return array
+    def open_array(self, video: str) -> np.ndarray:
+        return self.videos[video].load(self.feature_dim)
 
     def window_features(self, window: TrainingWindow) -> np.ndarray:
         """``float32 [C, clip_length/4]`` features of one window, zero-padded at the end."""
@@ -279,8 +274,6 @@ class FeatureWindowDataset:
     def __getitem__(self, index: int):
         import torch
 
-        from afsd_cli.data.datasets import TrainingSample
-
         window = self.windows[index]
         features = torch.from_numpy(self.window_features(window))
         targets = torch.from_numpy(normalised_targets(window.annotations, self.clip_length))
@@ -288,14 +281,14 @@ class FeatureWindowDataset:
         return TrainingSample(features, targets, scores, None)
 
 
-def build_feature_training_dataset(cfg: Any) -> FeatureWindowDataset:
+def build_feature_training_dataset(cfg: Config) -> FeatureWindowDataset:
     """The training dataset of a feature config: the frame pipeline's sliding windows over
     ``4·T'`` network frames, window and stride ``4 ×`` the config's (which count features)."""
     from afsd_cli.data.windows import thumos_training_windows
     from afsd_cli.profile import resolve_profile
 
     profile = resolve_profile(cfg)
-    feature_dim = int(cfg.model.feature_dim)
+    feature_dim = cfg.model.feature_dim
     videos = split_feature_videos(cfg, profile, "training", feature_dim)
     annotations = read_json_annotations(cfg.dataset.training.video_anno_path)
     infos, actions = feature_training_annotations(annotations, videos, profile.class_names or ())
@@ -309,14 +302,13 @@ def build_feature_training_dataset(cfg: Any) -> FeatureWindowDataset:
     return FeatureWindowDataset(windows, videos, clip_length, feature_dim)
 
 
-def check_feature_training_inputs(cfg: Any) -> Any:
+def check_feature_training_inputs(cfg: Config) -> DatasetProfile:
     """What ``afsd train`` checks before anything is built: numbers, annotations, every array."""
-    from afsd_cli.data.datasets import check_profile_numbers
     from afsd_cli.profile import resolve_profile
 
     profile = resolve_profile(cfg)
     check_profile_numbers(profile, explicit_frame_size=False)
-    split_feature_videos(cfg, profile, "training", int(cfg.model.feature_dim))
+    split_feature_videos(cfg, profile, "training", cfg.model.feature_dim)
     return profile
 
 
@@ -343,28 +335,32 @@ def write_feature_dataset_config(out_dir: str | Path, annotations_path: str | Pa
     a complete config (``model.input: features``, ``dataset.name: custom``), paths relative to itself,
     so that ``afsd train OUT/dataset.yaml`` needs no edit. ``classes.txt`` is written beside it
     unless a class list is given."""
-    import yaml
-
-    from afsd_cli.data.annotations import read_class_list
-    from afsd_cli.data.custom_dataset import CLASS_LIST, DATASET_CONFIG, _check_labels, _relative
+    from afsd_cli.data.custom_dataset import DATASET_CONFIG, dataset_class_names, dataset_subsets, write_class_list
     from afsd_cli.io import write_text
-    from afsd_cli.profile import held_out_subset, training_subset
 
-    out_dir = Path(out_dir)
+    out_dir, annotations_path = Path(out_dir), Path(annotations_path)
     catalog = read_feature_catalog(out_dir)
     if catalog is None or not catalog.fps:
         raise InputError("no features.json with extracted videos in this folder (run afsd extract first)", out_dir)
     annotations = read_json_annotations(annotations_path)
-    class_names = read_class_list(class_names_path) if class_names_path else annotations.class_names
-    _check_labels(annotations, class_names, class_names_path)
-    train, test = training_subset(annotations.subsets), held_out_subset(annotations.subsets)
-    test = test or train
-    if class_names_path is None:
-        write_text(out_dir / CLASS_LIST, "".join(f"{i} {name}\n" for i, name in enumerate(class_names, start=1)))
-        class_names_path = out_dir / CLASS_LIST
+    class_names = dataset_class_names(annotations, class_names_path)
+    train, test, _ = dataset_subsets(annotations, annotations_path.name)
+    class_list = write_class_list(out_dir, class_names) if class_names_path is None else Path(class_names_path)
+    text = feature_dataset_config_text(out_dir, annotations_path, class_list, class_names, catalog, train, test)
+    return write_text(out_dir / DATASET_CONFIG, text)
+
+
+def feature_dataset_config_text(out_dir: Path, annotations_path: Path, class_list: Path, class_names: tuple[str, ...],
+                                catalog: FeatureCatalog, train: str | None, test: str | None) -> str:
+    """``dataset.yaml`` of a feature folder: windows sized for its median feature rate, paths
+    relative to itself."""
+    import yaml
+
+    from afsd_cli.data.custom_dataset import relative_path
+
     rates = sorted(catalog.fps.values())
     numbers = feature_window_numbers(rates[len(rates) // 2] / catalog.stride)
-    anno = _relative(Path(annotations_path), out_dir)
+    anno = relative_path(annotations_path, out_dir)
 
     def split(subset: str | None, stride: int) -> dict[str, Any]:
         return {"video_anno_path": anno, "video_data_path": ".", "subset": subset,
@@ -377,7 +373,7 @@ def write_feature_dataset_config(out_dir: str | Path, annotations_path: str | Pa
         "dataset": {
             "name": "custom",
             "num_classes": len(class_names) + 1,
-            "class_index_path": _relative(Path(class_names_path), out_dir),
+            "class_index_path": relative_path(class_list, out_dir),
             "feature_stride": catalog.stride,
             "feature_clip_frames": catalog.clip_frames,
             "training": split(train, numbers["train_stride"]),
@@ -394,4 +390,4 @@ def write_feature_dataset_config(out_dir: str | Path, annotations_path: str | Pa
         "# features). Paths are relative to this file. Train with `afsd train <this file> --name NAME`;\n"
         "# override any key with key=value. Every key: docs/config.md; the feature mode: docs/features.md.\n"
     )
-    return write_text(out_dir / DATASET_CONFIG, header + yaml.safe_dump(config, sort_keys=False))
+    return header + yaml.safe_dump(config, sort_keys=False)

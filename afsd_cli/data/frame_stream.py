@@ -25,15 +25,18 @@ import numpy as np
 from afsd_cli.data.video import (
     ANET_MAX_FRAMES,
     FRAME_SIZE,
-    sampling_rule,
     THUMOS_SAMPLE_FPS,
     TenFpsAccumulator,
-    _open,
+    check_decoded,
+    check_frame_rate,
+    check_sampling_rate,
     make_resizer,
+    open_capture,
     probe_video,
     read_video,
+    retrieve_frame,
+    sampling_rule,
 )
-from afsd_cli.errors import InputError
 
 
 class VideoFrameStream:
@@ -60,11 +63,9 @@ class VideoFrameStream:
         probe = probe_video(self.path)
         self.fps, self.container_count = probe.fps, probe.container_count
         # the checks of read_video, before any decoding
-        if not math.isfinite(self.fps) or self.fps <= 0:
-            raise InputError(f"container reports an invalid frame rate ({self.fps})", self.path)
-        if mode == "fps" and self.fps < sample_fps:
-            raise InputError(f"frame rate {self.fps:g} fps is below the {sample_fps:g} fps sampling rate",
-                             self.path)
+        check_frame_rate(self.fps, self.path)
+        if mode == "fps":
+            check_sampling_rate(self.fps, sample_fps, self.path)
         self.sample_fps: float | None = float(sample_fps) if mode == "fps" else None
         self.expected_frames = self._expected_frames()
         self.decoded = 0
@@ -95,16 +96,14 @@ class VideoFrameStream:
     def _thumos_frames(self) -> Iterator[np.ndarray]:
         rule = TenFpsAccumulator(self.fps, float(self.sample_fps))
         resizer = make_resizer(self.resize, self.size)
-        capture = _open(self.path, self.decode_threads)
+        capture = open_capture(self.path, self.decode_threads)
         try:
             while capture.grab():  # grab() decodes; retrieve() converts only the kept frames
                 index = self.decoded
                 self.decoded += 1
                 if not rule.keep_next():
                     continue
-                ok, frame = capture.retrieve()
-                if not ok or frame is None:
-                    raise InputError(f"cannot retrieve decoded frame {index}", self.path)
+                frame = retrieve_frame(capture, index, self.path)
                 self.frames_read += 1
                 yield resizer(frame)
         finally:
@@ -112,17 +111,8 @@ class VideoFrameStream:
         self._check_end()
 
     def _check_end(self) -> None:
-        """read_video's checks once the stream has ended (same messages)."""
-        if self.decoded == 0:
-            raise InputError("no frames could be decoded (zero-frame or corrupt video)", self.path)
-        if self.strict_count and self.container_count > 0 and self.decoded != int(self.container_count):
-            raise InputError(
-                f"decoded {self.decoded} frames but the container says {int(self.container_count)} "
-                "(truncated or corrupt file; --lenient-count accepts the decoded count)",
-                self.path,
-            )
-        if self.frames_read == 0:
-            raise InputError(f"no frame kept out of {self.decoded} decoded", self.path)
+        """read_video's checks once the stream has ended (the same function)."""
+        check_decoded(self.path, self.decoded, self.frames_read, self.container_count, self.strict_count)
 
     def _anet_frames(self) -> Iterator[np.ndarray]:
         # at most max_frames frames, chosen from the total count: read_video's bounded result

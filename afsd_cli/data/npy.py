@@ -81,3 +81,16 @@ def check_frames(array: np.ndarray, channels: int, crop_size: int | None, path: 
     if crop_size is not None and min(array.shape[1:3]) < crop_size:
         raise InputError(f"frames of {array.shape[1]}x{array.shape[2]} px are smaller than the "
                          f"{crop_size} px crop", path)
+
+
+#: Problems named in one message about a folder of arrays; the rest are counted.
+MAX_LISTED_PROBLEMS = 10
+
+
+def array_problems_error(problems: list[str], what: str, where: str | Path | None) -> InputError:
+    """One error for every unusable array of a folder: ``N <what> array(s) missing or malformed:``
+    the first ten problems, then how many more."""
+    shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+    more = len(problems) - MAX_LISTED_PROBLEMS
+    return InputError(f"{len(problems)} {what} array(s) missing or malformed: {shown}"
+                      + (f"; and {more} more" if more > 0 else ""), where)

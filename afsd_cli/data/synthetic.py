@@ -102,7 +102,21 @@ class VideoSpec:
 
 
 # --------------------------------------------------------------------------------------------
-# planning (all random draws happen here, in a fixed order)
+# planning (all random draws happen here)
+
+
+#: Background (tenths of a second) before, between and after the instances of a video, at least.
+GAP_TENTHS = 6
+
+
+@dataclass(frozen=True)
+class _Ranges:
+    """The drawn quantities' inclusive ranges: video and action lengths in tenths of a second,
+    actions per video."""
+
+    video: tuple[int, int]
+    action: tuple[int, int]
+    actions: tuple[int, int]
 
 
 def _to_frames(tenths: int, fps: int) -> int:
@@ -122,6 +136,16 @@ def plan_dataset(
     test_fraction: float = 0.25,
 ) -> list[VideoSpec]:
     """Decide every video's length, instances and background, deterministically from ``seed``."""
+    _check_plan(num_videos, num_classes, fps, size)
+    ranges = _plan_ranges(video_seconds, action_seconds, actions_per_video)
+    rng = np.random.default_rng(seed)
+    specs: list[VideoSpec] = []
+    for split, count in _split_sizes(num_videos, test_fraction).items():
+        specs += _plan_split(rng, split, count, num_classes, fps, size, ranges)
+    return specs
+
+
+def _check_plan(num_videos: int, num_classes: int, fps: int, size: tuple[int, int]) -> None:
     if not 1 <= num_classes <= MAX_CLASSES:
         raise InputError(f"num_classes must be between 1 and {MAX_CLASSES}, got {num_classes}")
     if num_videos < 2:
@@ -131,71 +155,97 @@ def plan_dataset(
     width, height = size
     if width < 48 or height < 48:
         raise InputError(f"frame size must be at least 48x48, got {width}x{height}")
+
+
+def _plan_ranges(video_seconds: tuple[float, float], action_seconds: tuple[float, float],
+                 actions_per_video: tuple[int, int]) -> _Ranges:
     lo_v, hi_v = (int(round(s * 10)) for s in video_seconds)
     lo_a, hi_a = (int(round(s * 10)) for s in action_seconds)
     lo_n, hi_n = actions_per_video
-    gap = 6  # at least 0.6 s of background before, between and after instances
     if hi_a < lo_a or hi_v < lo_v or hi_n < lo_n or lo_n < 1:
         raise InputError("invalid ranges for the synthetic dataset")
+    return _Ranges((lo_v, hi_v), (lo_a, hi_a), (lo_n, hi_n))
 
-    rng = np.random.default_rng(seed)
+
+def _split_sizes(num_videos: int, test_fraction: float) -> dict[str, int]:
+    """Videos per split, in :data:`SPLITS` order (at least one each)."""
     num_test = max(1, int(round(num_videos * test_fraction)))
     num_train = max(1, num_videos - num_test)
-    counts = {"train": num_train, "test": num_videos - num_train}
+    return {"train": num_train, "test": num_videos - num_train}
 
-    specs: list[VideoSpec] = []
-    for split in SPLITS:
-        n_videos = counts[split]
-        per_video = rng.integers(lo_n, hi_n + 1, size=n_videos)
-        # Balanced classes: a shuffled cycle over the split's instances.
-        labels = rng.permutation(np.resize(np.arange(num_classes), int(per_video.sum())))
-        cursor = 0
-        for v in range(n_videos):
-            n_inst = int(per_video[v])
-            tenths = int(rng.integers(lo_v, hi_v + 1))
-            lengths = rng.integers(lo_a, hi_a + 1, size=n_inst)
-            # A video too short for its drawn instances is lengthened to fit them.
-            tenths = max(tenths, int(lengths.sum()) + (n_inst + 1) * gap)
-            slack = tenths - int(lengths.sum()) - (n_inst + 1) * gap
-            # Split the slack into n_inst + 1 extra gaps (integer tenths).
-            cuts = np.sort(rng.integers(0, slack + 1, size=n_inst))
-            extra = np.diff(np.concatenate([[0], cuts, [slack]]))
-            instances = []
-            t = 0
-            for i in range(n_inst):
-                t += gap + int(extra[i])
-                start, end = t, t + int(lengths[i])
-                t = end
-                radius = float(rng.uniform(0.16, 0.2) * min(width, height))
-                margin = 2.2 * radius
-                instances.append(
-                    Instance(
-                        class_id=int(labels[cursor]),
-                        start_frame=_to_frames(start, fps),
-                        end_frame=_to_frames(end, fps),
-                        cx=float(rng.uniform(margin, width - margin)),
-                        cy=float(rng.uniform(margin, height - margin)),
-                        size=radius,
-                        phase=float(rng.uniform(0, 2 * np.pi)),
-                    )
-                )
-                cursor += 1
-            angle = rng.uniform(0, 2 * np.pi)
-            speed = rng.uniform(0.2, 0.5)
-            specs.append(
-                VideoSpec(
-                    name=f"video_{split}_{v + 1:04d}",
-                    split=split,
-                    num_frames=_to_frames(tenths, fps),
-                    fps=fps,
-                    width=width,
-                    height=height,
-                    instances=tuple(instances),
-                    texture_seed=int(rng.integers(0, 2**31 - 1)),
-                    pan=(float(speed * np.cos(angle)), float(speed * np.sin(angle))),
-                )
-            )
-    return specs
+
+# The random draws below happen in a fixed order (per split: instance counts, labels; per video:
+# length, action lengths, gaps, each instance's shape and place, the pan, the texture seed): the
+# same seed gives the same dataset.
+
+
+def _plan_split(rng: np.random.Generator, split: str, count: int, num_classes: int, fps: int,
+                size: tuple[int, int], ranges: _Ranges) -> list[VideoSpec]:
+    lo_n, hi_n = ranges.actions
+    per_video = rng.integers(lo_n, hi_n + 1, size=count)
+    # Balanced classes: a shuffled cycle over the split's instances.
+    labels = iter(rng.permutation(np.resize(np.arange(num_classes), int(per_video.sum()))))
+    return [_plan_video(rng, f"video_{split}_{v + 1:04d}", split, [int(next(labels)) for _ in range(int(n))],
+                        fps, size, ranges)
+            for v, n in enumerate(per_video)]
+
+
+def _plan_video(rng: np.random.Generator, name: str, split: str, labels: list[int], fps: int,
+                size: tuple[int, int], ranges: _Ranges) -> VideoSpec:
+    """One video with an instance of each of ``labels``, in that order."""
+    width, height = size
+    tenths, spans = _plan_timeline(rng, len(labels), ranges)
+    instances = tuple(_plan_instance(rng, label, _to_frames(start, fps), _to_frames(end, fps), width, height)
+                      for label, (start, end) in zip(labels, spans))
+    angle = rng.uniform(0, 2 * np.pi)
+    speed = rng.uniform(0.2, 0.5)
+    return VideoSpec(
+        name=name,
+        split=split,
+        num_frames=_to_frames(tenths, fps),
+        fps=fps,
+        width=width,
+        height=height,
+        instances=instances,
+        texture_seed=int(rng.integers(0, 2**31 - 1)),
+        pan=(float(speed * np.cos(angle)), float(speed * np.sin(angle))),
+    )
+
+
+def _plan_timeline(rng: np.random.Generator, count: int, ranges: _Ranges) -> tuple[int, list[tuple[int, int]]]:
+    """The video's length and its ``count`` instances' ``(start, end)``, all in tenths of a second."""
+    lo_v, hi_v = ranges.video
+    lo_a, hi_a = ranges.action
+    tenths = int(rng.integers(lo_v, hi_v + 1))
+    lengths = rng.integers(lo_a, hi_a + 1, size=count)
+    needed = int(lengths.sum()) + (count + 1) * GAP_TENTHS
+    tenths = max(tenths, needed)  # a video too short for its drawn instances is lengthened to fit them
+    slack = tenths - needed
+    # Split the slack into count + 1 extra gaps (integer tenths).
+    cuts = np.sort(rng.integers(0, slack + 1, size=count))
+    extra = np.diff(np.concatenate([[0], cuts, [slack]]))
+    spans = []
+    t = 0
+    for length, more in zip(lengths, extra):
+        t += GAP_TENTHS + int(more)
+        spans.append((t, t + int(length)))
+        t += int(length)
+    return tenths, spans
+
+
+def _plan_instance(rng: np.random.Generator, class_id: int, start_frame: int, end_frame: int, width: int,
+                   height: int) -> Instance:
+    radius = float(rng.uniform(0.16, 0.2) * min(width, height))
+    margin = 2.2 * radius
+    return Instance(
+        class_id=class_id,
+        start_frame=start_frame,
+        end_frame=end_frame,
+        cx=float(rng.uniform(margin, width - margin)),
+        cy=float(rng.uniform(margin, height - margin)),
+        size=radius,
+        phase=float(rng.uniform(0, 2 * np.pi)),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,30 +460,8 @@ def render_dataset(
     out = Path(out_dir)
     specs = plan_dataset(num_videos, num_classes, seed, fps, tuple(size), **plan_options)
     classes = ACTION_CLASSES[:num_classes]
-    annotations = out / "annotations"
-
-    for done, spec in enumerate(specs, start=1):
-        write_video(out / "videos" / spec.split / f"{spec.name}.mp4", render_video(spec), spec.fps)
-        if progress is not None:
-            progress(done, len(specs), spec.name)
-
-    paths: dict[str, str] = {}
-    for split in SPLITS:
-        split_specs = [s for s in specs if s.split == split]
-        anno = write_text(annotations / f"{split}_Annotation.csv", _csv_text(ANNOTATION_HEADER, annotation_rows(split_specs)))
-        info_rows = [
-            [s.name, f"{float(s.fps)}", f"{SAMPLE_FPS}", f"{float(s.num_frames)}", _kept_count(s.num_frames, s.fps)]
-            for s in split_specs
-        ]
-        info = write_text(annotations / f"{split}_video_info.csv", _csv_text(VIDEO_INFO_HEADER, info_rows))
-        paths[f"{split}_annotations"] = str(anno)
-        paths[f"{split}_video_info"] = str(info)
-        paths[f"{split}_videos"] = str(out / "videos" / split)
-    class_file = write_text(annotations / "classes.txt", "".join(f"{i + 1} {c.name}\n" for i, c in enumerate(classes)))
-    gt = write_json(annotations / "gt.json", ground_truth(specs))
-    paths["class_index"] = str(class_file)
-    paths["ground_truth"] = str(gt)
-
+    _write_videos(out / "videos", specs, progress)
+    paths = _write_annotations(out / "annotations", out / "videos", specs, classes)
     return {
         "out_dir": str(out),
         "seed": seed,
@@ -445,3 +473,38 @@ def render_dataset(
         "native_frames": sum(s.num_frames for s in specs),
         "paths": paths,
     }
+
+
+def _write_videos(videos_dir: Path, specs: list[VideoSpec], progress: Callable[[int, int, str], None] | None) -> None:
+    """``videos_dir/<split>/<video>.mp4`` for every spec, reporting each one done."""
+    for done, spec in enumerate(specs, start=1):
+        write_video(videos_dir / spec.split / f"{spec.name}.mp4", render_video(spec), spec.fps)
+        if progress is not None:
+            progress(done, len(specs), spec.name)
+
+
+def _write_annotations(annotations: Path, videos_dir: Path, specs: list[VideoSpec],
+                       classes: tuple[ActionClass, ...]) -> dict[str, str]:
+    """Per split the annotation and video-info CSVs, then the class index and the GT JSON; returns
+    the paths of the summary (the split folders of the videos too)."""
+    paths: dict[str, str] = {}
+    for split in SPLITS:
+        split_specs = [s for s in specs if s.split == split]
+        anno = write_text(annotations / f"{split}_Annotation.csv",
+                          _csv_text(ANNOTATION_HEADER, annotation_rows(split_specs)))
+        info = write_text(annotations / f"{split}_video_info.csv",
+                          _csv_text(VIDEO_INFO_HEADER, _video_info_rows(split_specs)))
+        paths[f"{split}_annotations"] = str(anno)
+        paths[f"{split}_video_info"] = str(info)
+        paths[f"{split}_videos"] = str(videos_dir / split)
+    class_file = write_text(annotations / "classes.txt", "".join(f"{i + 1} {c.name}\n" for i, c in enumerate(classes)))
+    gt = write_json(annotations / "gt.json", ground_truth(specs))
+    paths["class_index"] = str(class_file)
+    paths["ground_truth"] = str(gt)
+    return paths
+
+
+def _video_info_rows(specs: list[VideoSpec]) -> list[list]:
+    """The video-info rows ``afsd prepare`` will measure: native fps and frames, frames kept at 10 fps."""
+    return [[s.name, f"{float(s.fps)}", f"{SAMPLE_FPS}", f"{float(s.num_frames)}", _kept_count(s.num_frames, s.fps)]
+            for s in specs]

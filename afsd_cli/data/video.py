@@ -209,7 +209,8 @@ class _FrameBuffer:
         return out.copy() if self.n < self.data.shape[0] // 2 else out
 
 
-def _open(path: Path, threads: int | None = None):
+def open_capture(path: Path, threads: int | None = None):
+    """An OpenCV capture of ``path`` (``threads``: FFmpeg decoder threads); InputError naming what is wrong."""
     cv2 = _cv2()
     if not path.exists():
         raise InputError("video file not found", path)
@@ -232,7 +233,7 @@ def probe_video(path: str | Path) -> VideoProbe:
     """fps, header frame count and size as OpenCV reports them (no decoding)."""
     cv2 = _cv2()
     path = Path(path)
-    capture = _open(path)
+    capture = open_capture(path)
     try:
         return VideoProbe(
             path=str(path),
@@ -245,6 +246,14 @@ def probe_video(path: str | Path) -> VideoProbe:
         capture.release()
 
 
+def retrieve_frame(capture, index: int, path: str | Path) -> np.ndarray:
+    """The BGR frame the last ``grab()`` decoded (native index ``index``, for the message)."""
+    ok, frame = capture.retrieve()
+    if not ok or frame is None:
+        raise InputError(f"cannot retrieve decoded frame {index}", path)
+    return frame
+
+
 #: Decoded frames between two progress reports of one video.
 PROGRESS_EVERY = 64
 
@@ -253,7 +262,7 @@ def _decode(path: Path, keep: Callable[[int], bool], estimate: int, resize, thre
             progress: Callable[[int], Any] | None = None):
     """Decode every native frame; resize those ``keep(i)`` selects. Returns (frames, decoded, kept).
     ``progress(n)``: called with the count of native frames decoded since its last call."""
-    capture = _open(path, threads)
+    capture = open_capture(path, threads)
     buffer = _FrameBuffer(estimate)
     into = getattr(resize, "into", None)  # resizes straight into the array (no allocation + copy)
     kept: list[int] = []
@@ -269,9 +278,7 @@ def _decode(path: Path, keep: Callable[[int], bool], estimate: int, resize, thre
                 progress(PROGRESS_EVERY)
             if not keep(index):
                 continue
-            ok, frame = capture.retrieve()
-            if not ok or frame is None:
-                raise InputError(f"cannot retrieve decoded frame {index}", path)
+            frame = retrieve_frame(capture, index, path)
             if into is not None:
                 into(frame, buffer.next_slot(resize.output_shape(frame)))
             else:
@@ -309,32 +316,42 @@ def read_video(
     mode = sampling_rule(mode)
     path = Path(path)
     probe = probe_video(path)
-    fps, container_count = probe.fps, probe.container_count
+    check_frame_rate(probe.fps, path)
+    resizer = make_resizer(resize, size)
+    if mode == "fps":
+        frames, decoded, kept, target_fps = _read_at_fixed_rate(path, probe, resizer, sample_fps, decode_threads,
+                                                                progress)
+    else:
+        frames, decoded, kept, target_fps = _read_at_most(path, probe, resizer, max_frames, strict_count,
+                                                          decode_threads, progress)
+    check_decoded(path, decoded, frames.shape[0], probe.container_count, strict_count)
+    return VideoFrames(
+        frames=frames,
+        path=str(path),
+        mode=mode,
+        fps=probe.fps,
+        count=decoded,
+        container_count=probe.container_count,
+        sample_fps=target_fps,
+        kept_indices=kept,
+    )
+
+
+def check_frame_rate(fps: float, path: str | Path) -> None:
+    """Sampling needs the container's frame rate: refuse one that is not a positive number."""
     if not math.isfinite(fps) or fps <= 0:
         raise InputError(f"container reports an invalid frame rate ({fps})", path)
-    resizer = make_resizer(resize, size)
 
-    if mode == "fps":
-        if fps < sample_fps:
-            raise InputError(f"frame rate {fps:g} fps is below the {sample_fps:g} fps sampling rate", path)
-        rule = TenFpsAccumulator(fps, sample_fps)
-        estimate = int(container_count / rule.step) + 2 if container_count > 0 else 64
-        frames, decoded, kept = _decode(path, lambda _i: rule.keep_next(), estimate, resizer, decode_threads,
-                                        progress)
-        target_fps = sample_fps
-    else:
-        # Frames are chosen before decoding, from the header's count; a header without a count
-        # costs one extra counting pass.
-        planned = int(container_count) if container_count > 0 else _count_frames(path, decode_threads)
-        ratio = min(max_frames / planned, 1.0) if planned > 0 else 1.0
-        frames, decoded, kept = _decode_anet(path, anet_keep_indices(planned, ratio, max_frames), resizer, decode_threads,
-                                             progress)
-        if decoded != planned and decoded > 0 and not strict_count:
-            # The header was wrong: plan again on the measured count (a second decoding pass).
-            ratio = min(max_frames / decoded, 1.0)
-            frames, decoded, kept = _decode_anet(path, anet_keep_indices(decoded, ratio, max_frames), resizer, decode_threads)
-        target_fps = fps * ratio
 
+def check_sampling_rate(fps: float, sample_fps: float, path: str | Path) -> None:
+    """The fixed-rate rule never repeats a frame: the video must have at least ``sample_fps``."""
+    if fps < sample_fps:
+        raise InputError(f"frame rate {fps:g} fps is below the {sample_fps:g} fps sampling rate", path)
+
+
+def check_decoded(path: str | Path, decoded: int, kept: int, container_count: float, strict_count: bool) -> None:
+    """What only decoding the whole video shows: no frame at all, a decoded count that differs from
+    the container's (``strict_count``: how truncated files show up), no frame kept."""
     if decoded == 0:
         raise InputError("no frames could be decoded (zero-frame or corrupt video)", path)
     # A header without a frame count (<= 0) has nothing to check against.
@@ -344,22 +361,38 @@ def read_video(
             "(truncated or corrupt file; --lenient-count accepts the decoded count)",
             path,
         )
-    if frames.shape[0] == 0:
+    if kept == 0:
         raise InputError(f"no frame kept out of {decoded} decoded", path)
-    return VideoFrames(
-        frames=frames,
-        path=str(path),
-        mode=mode,
-        fps=fps,
-        count=decoded,
-        container_count=container_count,
-        sample_fps=target_fps,
-        kept_indices=kept,
-    )
+
+
+def _read_at_fixed_rate(path: Path, probe: VideoProbe, resizer, sample_fps: float, threads: int | None,
+                        progress: Callable[[int], Any] | None) -> tuple[np.ndarray, int, list[int], float]:
+    """``(frames, decoded, kept indices, sample fps)`` of the THUMOS14 accumulator at ``sample_fps``."""
+    check_sampling_rate(probe.fps, sample_fps, path)
+    rule = TenFpsAccumulator(probe.fps, sample_fps)
+    estimate = int(probe.container_count / rule.step) + 2 if probe.container_count > 0 else 64
+    frames, decoded, kept = _decode(path, lambda _i: rule.keep_next(), estimate, resizer, threads, progress)
+    return frames, decoded, kept, sample_fps
+
+
+def _read_at_most(path: Path, probe: VideoProbe, resizer, max_frames: int, strict_count: bool, threads: int | None,
+                  progress: Callable[[int], Any] | None) -> tuple[np.ndarray, int, list[int], float]:
+    """``(frames, decoded, kept indices, sample fps)`` of ActivityNet's "dynamic fps": at most ``max_frames``."""
+    # Frames are chosen before decoding, from the header's count; a header without a count
+    # costs one extra counting pass.
+    planned = int(probe.container_count) if probe.container_count > 0 else _count_frames(path, threads)
+    ratio = min(max_frames / planned, 1.0) if planned > 0 else 1.0
+    frames, decoded, kept = _decode_anet(path, anet_keep_indices(planned, ratio, max_frames), resizer, threads,
+                                         progress)
+    if decoded != planned and decoded > 0 and not strict_count:
+        # The header was wrong: plan again on the measured count (a second decoding pass).
+        ratio = min(max_frames / decoded, 1.0)
+        frames, decoded, kept = _decode_anet(path, anet_keep_indices(decoded, ratio, max_frames), resizer, threads)
+    return frames, decoded, kept, probe.fps * ratio
 
 
 def _count_frames(path: Path, threads: int | None = None) -> int:
-    capture = _open(path, threads)
+    capture = open_capture(path, threads)
     try:
         count = 0
         while capture.grab():

@@ -13,11 +13,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
 from afsd_cli.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from afsd_cli.data.video import VideoProbe
 
 CHUNK_FRAMES = 128
 RESIZE_RATIO = 256 / 224  # short side before the crop, as Kinetics I3D inputs are made
@@ -69,70 +72,71 @@ class VideoStream:
 def open_video(path: str | Path, size: int, target_fps: float | None, chunk_frames: int | None = None,
                decode_threads: int | None = None) -> VideoStream:
     """Decode ``path`` lazily: every frame (``target_fps=None``) or ``target_fps`` frames/s."""
-    chunk_frames = chunk_frames or CHUNK_FRAMES
-    from afsd_cli.data.video import TenFpsAccumulator, _open, probe_video
+    from afsd_cli.data.video import TenFpsAccumulator
     from afsd_cli.ops.bicubic_resize import BicubicResizer
 
     path = Path(path)
-    probe = probe_video(path)
-    if not math.isfinite(probe.fps) or probe.fps <= 0:
-        raise InputError(f"container reports an invalid frame rate ({probe.fps})", path)
-    if target_fps is not None and target_fps > probe.fps:
-        raise InputError(f"--fps {target_fps:g} is above the video's {probe.fps:g} fps (frames are never repeated)", path)
-    if probe.width <= 0 or probe.height <= 0:
-        raise InputError(f"container reports an invalid frame size ({probe.width}x{probe.height})", path)
-    height, width = resized_shape(probe.height, probe.width, short_side_for(size))
-    resizer = BicubicResizer(height, width, reverse_channels=True)
+    probe = _probe_for_extraction(path, target_fps)
+    shape = resized_shape(probe.height, probe.width, short_side_for(size))
+    resizer = BicubicResizer(*shape, reverse_channels=True)
     keep = TenFpsAccumulator(probe.fps, target_fps).keep_next if target_fps is not None else (lambda: True)
     stream = VideoStream(path, probe.fps, target_fps or probe.fps, iter(()))
-
-    def chunks() -> Iterator[np.ndarray]:
-        capture = _open(path, decode_threads)
-        buffer = np.empty((chunk_frames, height, width, 3), np.uint8)
-        filled = 0
-        try:
-            while capture.grab():
-                stream.decoded += 1
-                if not keep():
-                    continue
-                ok, frame = capture.retrieve()
-                if not ok or frame is None:
-                    raise InputError(f"cannot retrieve decoded frame {stream.decoded - 1}", path)
-                if frame.shape[:2] != (probe.height, probe.width):
-                    raise InputError(f"frame {stream.decoded - 1} is {frame.shape[1]}x{frame.shape[0]}, the "
-                                     f"container says {probe.width}x{probe.height}", path)
-                resizer.into(frame, buffer[filled])
-                filled += 1
-                stream.kept += 1
-                if filled == chunk_frames:
-                    yield buffer.copy()
-                    filled = 0
-        finally:
-            capture.release()
-        if filled:
-            yield buffer[:filled].copy()
-        if stream.decoded == 0:
-            raise InputError("no frames could be decoded (zero-frame or corrupt video)", path)
-
-    stream.chunks = chunks()
+    stream.chunks = _decoded_chunks(stream, probe, resizer, shape, keep, chunk_frames or CHUNK_FRAMES, decode_threads)
     return stream
 
 
-def load_frame_array(path: str | Path, channels: int) -> np.ndarray:
-    """A memory-mapped ``uint8 [T, H, W, channels]`` array (RGB: 3, flow: 2), checked."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("frame array not found", path)
+def _probe_for_extraction(path: Path, target_fps: float | None) -> VideoProbe:
+    """The video's header, refused when its rate or size is unusable or below ``target_fps``."""
+    from afsd_cli.data.video import check_frame_rate, probe_video
+
+    probe = probe_video(path)
+    check_frame_rate(probe.fps, path)
+    if target_fps is not None and target_fps > probe.fps:
+        raise InputError(f"--fps {target_fps:g} is above the video's {probe.fps:g} fps (frames are never repeated)",
+                         path)
+    if probe.width <= 0 or probe.height <= 0:
+        raise InputError(f"container reports an invalid frame size ({probe.width}x{probe.height})", path)
+    return probe
+
+
+def _decoded_chunks(stream: VideoStream, probe: VideoProbe, resizer: Any, shape: tuple[int, int],
+                    keep: Callable[[], bool], chunk_frames: int, decode_threads: int | None) -> Iterator[np.ndarray]:
+    """The frames ``keep()`` selects, resized to ``shape``, in chunks of ``chunk_frames``; counts the
+    decoded and kept frames on ``stream``. A frame of another size than the header's is refused."""
+    from afsd_cli.data.video import open_capture, retrieve_frame
+
+    capture = open_capture(stream.path, decode_threads)
+    buffer = np.empty((chunk_frames, *shape, 3), np.uint8)
+    filled = 0
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"not a readable .npy array ({str(exc).splitlines()[0][:200]})", path) from None
-    kind = "RGB" if channels == 3 else "flow"
-    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != channels:
-        raise InputError(f"expected {kind} frames uint8 [T, H, W, {channels}], got {array.dtype} {list(array.shape)}", path)
-    if array.shape[0] == 0:
-        raise InputError("the frame array is empty (T = 0)", path)
-    return array
+        while capture.grab():
+            stream.decoded += 1
+            if not keep():
+                continue
+            frame = retrieve_frame(capture, stream.decoded - 1, stream.path)
+            if frame.shape[:2] != (probe.height, probe.width):
+                raise InputError(f"frame {stream.decoded - 1} is {frame.shape[1]}x{frame.shape[0]}, the "
+                                 f"container says {probe.width}x{probe.height}", stream.path)
+            resizer.into(frame, buffer[filled])
+            filled += 1
+            stream.kept += 1
+            if filled == chunk_frames:
+                yield buffer.copy()
+                filled = 0
+    finally:
+        capture.release()
+    if filled:
+        yield buffer[:filled].copy()
+    if stream.decoded == 0:
+        raise InputError("no frames could be decoded (zero-frame or corrupt video)", stream.path)
+
+
+def load_frame_array(path: str | Path, channels: int) -> np.ndarray:
+    """A memory-mapped ``uint8 [T>0, H, W, channels]`` array (RGB: 3, flow: 2), read and checked by
+    the one .npy reader (``data/npy.py``); its size is checked per chunk, by :func:`centre_crop`."""
+    from afsd_cli.data.npy import open_frames
+
+    return open_frames(path, channels)
 
 
 def array_chunks(array: np.ndarray, chunk_frames: int | None = None) -> Iterator[np.ndarray]:

@@ -2,7 +2,7 @@
  * rearranged so the inner loops run over contiguous memory and vectorise.
  *
  * The filter coefficients (doubles turned into 22-bit fixed point) and the pass order are
- * computed by the Python caller (afsd_cli/data/resample.py) exactly as Pillow computes them; this
+ * computed by the Python caller (afsd_cli/ops/bicubic_resize.py) exactly as Pillow computes them; this
  * file only runs the two separable passes with Pillow's integer arithmetic:
  *     out = clamp((2^21 + sum_t in[first + t] * k[t]) >> 22, 0, 255)
  * Pillow walks each output pixel over its taps with interleaved channels. Here the horizontal
