@@ -171,7 +171,7 @@ def test_train_checks_its_runs_folder_first(tmp_path):
 
 
 def test_an_untranslated_os_error_is_still_one_line(tmp_path, monkeypatch):
-    import afsd_cli.evaluation as evaluation
+    import afsd_cli.evaluation.run as evaluation  # where `afsd evaluate` reads the ground truth
 
     def broken(*_args, **_kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "gt.json"))
