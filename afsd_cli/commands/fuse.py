@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         the score logits averaged (the official test_fusion.py).
         """
         from afsd_cli.config import load_config
-        from afsd_cli.engine.inference import plan_prediction
+        from afsd_cli.engine.planning import plan_prediction
         from afsd_cli.errors import ConfigError
         from afsd_cli.io import ensure_writable
         from afsd_cli.runs import output_destination, resolve_checkpoint, resolve_run

@@ -17,7 +17,7 @@ def validation_map(cfg: Any, checkpoint: str | Path, output_json: str | Path, de
                    limit: int | None = None, progress: Callable[[int, int], Any] | None = None) -> float:
     """Average mAP of ``checkpoint`` on the config's testing split; detections go to ``output_json``.
     ``progress(videos_done, videos)`` is called as the videos finish."""
-    from afsd_cli.engine.inference import plan_prediction
+    from afsd_cli.engine.planning import plan_prediction
     from afsd_cli.engine.postprocess import results_document
     from afsd_cli.evaluation import evaluate_detections, load_ground_truth
     from afsd_cli.io import write_json
