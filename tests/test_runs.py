@@ -264,15 +264,14 @@ def test_validation_during_training_reports_videos(tmp_path):
     import torch
 
     from afsd_cli.engine.validation import validation_map
-    from afsd_cli.model import build_model, save_checkpoint
+    from afsd_cli.model import build_model
     from train_helpers import tiny_config
 
     torch.set_num_threads(1)
     cfg = tiny_config(tmp_path, [f"dataset.testing.gt_path={tmp_path / 'anno.csv'}"])
     torch.manual_seed(0)
-    save_checkpoint(build_model(cfg), tmp_path / "model.ckpt")
     seen = []
-    value = validation_map(cfg, tmp_path / "model.ckpt", tmp_path / "val.json", limit=1,
+    value = validation_map(cfg, build_model(cfg), tmp_path / "val.json", limit=1,
                            progress=lambda done, total: seen.append((done, total)))
     assert 0.0 <= value <= 1.0 and seen == [(1, 1)]
 
