@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import inference_parity as P  # noqa: E402
 from afsd_cli.data.annotations import thumos14_class_index  # noqa: E402
-from afsd_cli.engine.inference import Predictor, VideoJob  # noqa: E402
+from afsd_cli.engine.inference import Predictor  # noqa: E402
+from afsd_cli.engine.jobs import LoadedVideo, VideoJob  # noqa: E402
 from afsd_cli.engine.postprocess import PostprocessSettings  # noqa: E402
 from afsd_cli.model import AFSD, thumos14_spec  # noqa: E402
 
@@ -45,7 +46,7 @@ def run(model, frames: np.ndarray, videos: int, batch: int, dtype: str, device: 
     L, crop = model.spec.clip_length, model.spec.crop_size
     predictor = Predictor([model], PostprocessSettings(clip_length=L), thumos14_class_index().names, L, L // 2, crop,
                           device=device, batch_size=batch, amp=amp)
-    jobs = [VideoJob(f"v{i}", lambda: [frames], 10.0, frames.shape[0] / 10.0) for i in range(videos)]
+    jobs = [VideoJob(f"v{i}", lambda: LoadedVideo([frames]), 10.0, frames.shape[0] / 10.0) for i in range(videos)]
     list(predictor.run(jobs[:1], postprocess_workers=workers))  # warm-up: cuDNN autotuning, worker start-up
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -78,7 +79,7 @@ def check_batch_invariance(model, frames: np.ndarray, device: str) -> None:
     three = predictor[3].forward(0, windows)
     diff = max(float((torch.cat([getattr(o, f) for o in one]) - getattr(three, f)).abs().max())
                for f in ("loc", "conf", "prop_loc", "prop_conf", "center"))
-    jobs = [VideoJob("v", lambda: [frames[:640]], 10.0, None)]
+    jobs = [VideoJob("v", lambda: LoadedVideo([frames[:640]]), 10.0, None)]
     dets = {b: next(predictor[b].run(jobs)).detections for b in (1, 3)}
     same_labels = [d["label"] for d in dets[1]] == [d["label"] for d in dets[3]]
     gap = float("nan")

@@ -120,7 +120,8 @@ def stage_times(text: str) -> tuple[float, float]:
 def in_memory_main(config: str, checkpoint: str, video: str, output: str) -> None:
     """The in-memory path (decode the whole video, then the network), for the comparison."""
     from afsd_cli.config import load_config
-    from afsd_cli.engine.inference import plan_prediction, video_file_jobs
+    from afsd_cli.engine.jobs import video_file_jobs
+    from afsd_cli.engine.planning import plan_prediction
 
     cfg = load_config(config, [])
     plan = plan_prediction(cfg, [checkpoint], videos=[video], device="cpu", batch_size=8)

@@ -162,7 +162,8 @@ def test_predict_refuses_a_nan_checkpoint(tmp_path):
 
 def test_non_finite_outputs_stop_prediction_instead_of_an_empty_result(tmp_path):
     from afsd_cli.data.annotations import thumos14_class_index
-    from afsd_cli.engine.inference import Predictor, VideoJob
+    from afsd_cli.engine.inference import Predictor
+    from afsd_cli.engine.jobs import LoadedVideo, VideoJob
     from afsd_cli.engine.postprocess import PostprocessSettings
     from afsd_cli.model import AFSD, ModelSpec, load_checkpoint
 
@@ -171,7 +172,7 @@ def test_non_finite_outputs_stop_prediction_instead_of_an_empty_result(tmp_path)
     with torch.no_grad():  # finite weights whose outputs overflow float32
         model.coarse_pyramid_detection.conf_head.conv1d.weight.fill_(3e38)
     frames = np.random.default_rng(0).integers(0, 255, (100, 32, 32, 3), dtype=np.uint8)
-    jobs = [VideoJob("clip", lambda: [frames], 10.0, 10.0, "clip")]
+    jobs = [VideoJob("clip", lambda: LoadedVideo([frames]), 10.0, 10.0, "clip")]
     predictor = Predictor([model], PostprocessSettings(clip_length=64), thumos14_class_index().names,
                           clip_length=64, clip_stride=32, crop_size=32)
     with pytest.raises(CheckpointError, match=r"non-finite outputs \(NaN/inf\) for \d+ window\(s\), first video "

@@ -215,7 +215,7 @@ def test_predict_on_features_writes_seconds_and_equals_the_library(short_run):
     assert segments.min() >= origin - 1e-4 and segments.max() <= VIDEO_FEATURES * STRIDE / FPS + origin + 1e-4
     assert segments.max() < duration + 1
 
-    from afsd_cli.engine.inference import plan_prediction
+    from afsd_cli.engine.planning import plan_prediction
 
     plan = plan_prediction(load_config(run / "config.yaml"), [run / "checkpoint-1.ckpt"], device="cpu")
     assert plan.predictor.clip_length == WINDOW * FRAMES_PER_FEATURE

@@ -20,14 +20,8 @@ import torch
 
 import inference_parity as P
 from afsd_cli.data.annotations import thumos14_class_index
-from afsd_cli.engine.inference import (
-    Predictor,
-    VideoJob,
-    center_crop,
-    check_array_files,
-    normalised_window,
-    window_offsets,
-)
+from afsd_cli.engine.inference import Predictor, center_crop, normalised_window, window_offsets
+from afsd_cli.engine.jobs import LoadedVideo, VideoJob, check_array_files
 from afsd_cli.engine.postprocess import PostprocessSettings
 from afsd_cli.errors import ConfigError, InputError
 from afsd_cli.model import AFSD, thumos14_spec
@@ -61,7 +55,7 @@ def seeded_model(channels: int, seed: int, **sizes) -> AFSD:
 
 
 def parity_jobs(channels: list[int]) -> list[VideoJob]:
-    return [VideoJob(name, lambda name=name, n=n: [P.parity_array(name, n, c) for c in channels],
+    return [VideoJob(name, lambda name=name, n=n: LoadedVideo([P.parity_array(name, n, c) for c in channels]),
                      10.0, n / 10.0, name)
             for name, n in P.PARITY_VIDEOS]
 
@@ -91,7 +85,7 @@ def test_thumos14_detections_equal_the_official_implementation(parity_models, mo
 
 def test_detections_do_not_depend_on_the_batch_size():
     model = seeded_model(3, 11, clip_length=64, crop_size=32)
-    jobs = [VideoJob(name, lambda name=name, n=n: [P.parity_array(name, n, 3)[:: 3]], 10.0, None, name)
+    jobs = [VideoJob(name, lambda name=name, n=n: LoadedVideo([P.parity_array(name, n, 3)[:: 3]]), 10.0, None, name)
             for name, n in (("a", 150), ("b", 300))]  # 50 and 100 frames: 1 and 3 windows of 64
     settings = PostprocessSettings(clip_length=64)
     kwargs = dict(clip_length=64, clip_stride=32, crop_size=32)
@@ -133,7 +127,7 @@ def test_bad_arrays_are_reported_before_running(tmp_path):
     np.save(tmp_path / "float.npy", np.zeros((10, 112, 112, 3), np.float32))
     np.save(tmp_path / "flowlike.npy", np.zeros((10, 112, 112, 2), np.uint8))
     (tmp_path / "corrupt.npy").write_bytes(b"not an array")
-    jobs = [VideoJob(n, lambda: [], 10.0) for n in ("good", "float", "flowlike", "corrupt", "missing")]
+    jobs = [VideoJob(n, lambda: LoadedVideo([]), 10.0) for n in ("good", "float", "flowlike", "corrupt", "missing")]
     problems = check_array_files(jobs, [tmp_path], [3], 96, expected_frames={"good": 12})
     text = "\n".join(problems)
     assert len(problems) == 5
@@ -149,6 +143,6 @@ def test_predictor_rejects_bad_settings():
         Predictor([model], PostprocessSettings(), None, 64, 16, 32, batch_size=0)
     # a video whose loader fails is reported, the others still run
     jobs = [VideoJob("bad", lambda: (_ for _ in ()).throw(InputError("cannot decode", "bad.mp4")), 10.0),
-            VideoJob("ok", lambda: [np.full((20, 112, 112, 3), 128, np.uint8)], 10.0, 2.0)]
+            VideoJob("ok", lambda: LoadedVideo([np.full((20, 112, 112, 3), 128, np.uint8)]), 10.0, 2.0)]
     results = list(Predictor([model], PostprocessSettings(clip_length=64), None, 64, 16, 32).run(jobs))
     assert results[0].error == "bad.mp4: cannot decode" and results[1].error is None

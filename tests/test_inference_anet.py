@@ -26,7 +26,7 @@ import torch
 
 import inference_parity as P
 from afsd_cli.config import load_config
-from afsd_cli.engine.inference import plan_prediction
+from afsd_cli.engine.planning import plan_prediction
 from afsd_cli.model import AFSD, anet_spec
 
 ROOT = Path(__file__).resolve().parents[1]

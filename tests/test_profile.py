@@ -161,7 +161,7 @@ def test_json_annotation_errors_name_the_place(tmp_path):
 
 
 def test_video_folders_expand_and_clashing_names_are_refused(tmp_path):
-    from afsd_cli.engine.inference import expand_video_paths
+    from afsd_cli.engine.jobs import expand_video_paths
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

@@ -121,7 +121,8 @@ def test_one_v_prefix_rule():
 
 def test_classifier_and_output_keys_use_the_v_rule(tmp_path):
     from afsd_cli.data.annotations import VideoInfo
-    from afsd_cli.engine.inference import array_jobs, read_classifier
+    from afsd_cli.engine.classifier import read_classifier
+    from afsd_cli.engine.jobs import array_jobs
 
     path = tmp_path / "cuhk.json"
     path.write_text(json.dumps({"results": {"abc": [0.2, 0.8]}, "class": ["Run", "Jump"]}))

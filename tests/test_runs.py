@@ -248,14 +248,14 @@ def test_flow_progress_crosses_process_boundaries():
 
 
 def test_on_the_fly_flow_of_a_video_reports_pairs(tmp_path):
-    from afsd_cli.engine.inference import video_file_jobs
+    from afsd_cli.engine.jobs import video_file_jobs
     from video_helpers import make_clip
 
     video = make_clip(tmp_path / "clip.mp4", fps=30.0, num_frames=60, size=(64, 48))  # 20 frames at 10 fps
     (job,) = video_file_jobs([video], "thumos14", [2], flow_method="farneback")
     seen = []
     job.load.on_flow_pairs = lambda name, pairs, total: seen.append((name, pairs, total))
-    (flow,) = job.load()
+    (flow,) = job.load().arrays
     assert {(name, total) for name, _, total in seen} == {("clip", len(flow) - 1)}
     assert sum(pairs for _, pairs, _ in seen) == len(flow) - 1 and len(seen) >= 2
 
@@ -264,15 +264,14 @@ def test_validation_during_training_reports_videos(tmp_path):
     import torch
 
     from afsd_cli.engine.validation import validation_map
-    from afsd_cli.model import build_model, save_checkpoint
+    from afsd_cli.model import build_model
     from train_helpers import tiny_config
 
     torch.set_num_threads(1)
     cfg = tiny_config(tmp_path, [f"dataset.testing.gt_path={tmp_path / 'anno.csv'}"])
     torch.manual_seed(0)
-    save_checkpoint(build_model(cfg), tmp_path / "model.ckpt")
     seen = []
-    value = validation_map(cfg, tmp_path / "model.ckpt", tmp_path / "val.json", limit=1,
+    value = validation_map(cfg, build_model(cfg), tmp_path / "val.json", limit=1,
                            progress=lambda done, total: seen.append((done, total)))
     assert 0.0 <= value <= 1.0 and seen == [(1, 1)]
 

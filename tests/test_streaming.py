@@ -18,15 +18,8 @@ from afsd_cli.data.annotations import thumos14_class_index
 from afsd_cli.data.flow import compute_flow
 from afsd_cli.data.frame_stream import FlowFrameStream, VideoFrameStream
 from afsd_cli.data.video import read_video
-from afsd_cli.engine.inference import (
-    CroppedFrames,
-    Predictor,
-    VideoJob,
-    center_crop,
-    load_array,
-    video_file_jobs,
-    window_offsets,
-)
+from afsd_cli.engine.inference import CroppedFrames, Predictor, center_crop, window_offsets
+from afsd_cli.engine.jobs import LoadedVideo, VideoJob, load_array, video_file_jobs
 from afsd_cli.engine.postprocess import PostprocessSettings
 from afsd_cli.engine.streaming import DEFAULT_QUEUE_WINDOWS, SlidingWindows, run_streaming
 from afsd_cli.errors import InputError
@@ -211,7 +204,7 @@ def test_streaming_detections_equal_the_in_memory_path_on_a_long_video(tmp_path,
     assert streamed.error is None and streamed.frames == 1503 and streamed.windows == 24
     # against the prepared array of the same video (what `afsd prepare` writes)
     frames = read_video(path).frames
-    [prepared] = run.run([VideoJob("long clip", lambda: [frames], 10.0, 150.3, "long clip", str(path))])
+    [prepared] = run.run([VideoJob("long clip", lambda: LoadedVideo([frames]), 10.0, 150.3, "long clip", str(path))])
     assert streamed.detections == prepared.detections and len(prepared.detections) > 100
     # progress in sampled frames, towards the header's count, ending with the total
     counts = [p.frames for p in progress]
@@ -261,7 +254,7 @@ def test_streaming_keeps_a_bounded_number_of_frames_ahead_of_the_network(tiny_mo
 
     run.forward = watched
     regions = []
-    job = VideoJob("v", lambda: [video], 10.0, None, "v", "v", open_frames=lambda: source)
+    job = VideoJob("v", lambda: LoadedVideo([video]), 10.0, None, "v", "v", open_frames=lambda: source)
     [result] = run_streaming(run, [job], on_region=lambda r: regions.append((r, source.frames_read)))
     # when the network sees batch b (windows up to offset (2b + 1)·stride), the decoder holds at
     # most the queued windows, the one waiting to be queued and the frames of the next
@@ -281,7 +274,7 @@ def test_regions_cover_the_video_once_and_the_last_one_is_final(tiny_model):
     video = np.random.default_rng(1).integers(0, 256, (8 * TINY_STRIDE + 7, 20, 20, 3), dtype=np.uint8)
     run = tiny_predictor(tiny_model)
     regions = []
-    job = VideoJob("v", lambda: [video], 10.0, None, "v", "v", open_frames=lambda: CountingStream(video))
+    job = VideoJob("v", lambda: LoadedVideo([video]), 10.0, None, "v", "v", open_frames=lambda: CountingStream(video))
     [result] = run_streaming(run, [job], on_region=regions.append)
     *provisional, last, final = regions
     assert final.final and final.detections == result.detections

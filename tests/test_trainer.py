@@ -200,6 +200,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
 
 def test_validation_keeps_the_best_checkpoint(tmp_path):
     from afsd_cli.engine.validation import validation_map
+    from afsd_cli.model import build_model, load_checkpoint
 
     cfg = tiny_config(tmp_path, ["training.validate_every=1", "training.ssl=0", "training.keep_checkpoints=all"],
                       max_epoch=2)
@@ -214,7 +215,8 @@ def test_validation_keeps_the_best_checkpoint(tmp_path):
 
     # the default hook: afsd predict + afsd evaluate on the testing split (the tiny CSV as GT)
     cfg = tiny_config(tmp_path, [f"dataset.testing.gt_path={tmp_path / 'anno.csv'}"])
-    value = validation_map(cfg, tmp_path / "run" / "checkpoint-2.ckpt", tmp_path / "val.json")
+    model = load_checkpoint(build_model(cfg), tmp_path / "run" / "checkpoint-2.ckpt")
+    value = validation_map(cfg, model, tmp_path / "val.json")
     assert 0.0 <= value <= 1.0 and (tmp_path / "val.json").is_file()
 
 

@@ -1,17 +1,23 @@
 """What `afsd predict` and `afsd fuse` share: their options (declared once, the vocabulary of the
-README's option table), the output checks, and running a prediction plan with progress, the
-detections file and the summary. Neither command imports the other."""
+README's option table), the output checks, and the rendering of a prediction run
+(engine/prediction.py predict_plan decides what is written): progress bars, the error lines,
+the summary table and the exit code. Neither command imports the other."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 
 from rich.markup import escape
 
 from afsd_cli.commands._common import console, err_console, fail
+
+if TYPE_CHECKING:
+    from afsd_cli.config import Config
+    from afsd_cli.engine.planning import PredictionPlan
+    from afsd_cli.engine.prediction import PredictionOutcome
 
 # The options `afsd predict` and `afsd fuse` share, declared once (the vocabulary: README's option table).
 OutputOption = Annotated[Optional[Path], typer.Option(
@@ -76,7 +82,7 @@ def amp_mode(value: str) -> str | None:
     return None if value == "off" else value
 
 
-def record_run(run_dir: Path, cfg: Any, plan: Any, **testing: Any) -> None:
+def record_run(run_dir: Path, cfg: Config, plan: PredictionPlan, **testing: Any) -> None:
     """config.yaml (the run's checkpoint(s) and outputs) and env.json beside the detections."""
     from afsd_cli.runs import torch_environment, write_env, write_run_config
 
@@ -88,10 +94,10 @@ def record_run(run_dir: Path, cfg: Any, plan: Any, **testing: Any) -> None:
                   highlight=False)
 
 
-def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optional[Path], title: str,
+def run_plan(plan: PredictionPlan, output: Path, plot_dir: Optional[Path], gt_path: Optional[Path], title: str,
              workers: int = 0, all_or_nothing: bool = False, stream: bool = False,
              written: Optional[Callable[[], None]] = None) -> None:
-    """Run a PredictionPlan with a progress bar, write the JSON atomically, print the summary.
+    """Run a PredictionPlan (engine/prediction.py predict_plan) with a progress bar, print the summary.
 
     A video that fails during the run is listed and skipped: the others' detections are written
     and the exit code is 1 (``all_or_nothing``: nothing is written). Bad inputs found before the
@@ -99,96 +105,78 @@ def run_plan(plan: Any, output: Path, plot_dir: Optional[Path], gt_path: Optiona
     each video's detections on stdout as they become known (engine/streaming.py), the summary on
     stderr. ``written`` is called once the detections are written (also when some videos failed),
     e.g. to record the run folder."""
-    import time
+    from afsd_cli.engine.prediction import predict_plan, runnable_jobs
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-    from rich.table import Table
-
-    from rich.markup import escape
-
-    from afsd_cli.engine.postprocess import results_document
-    from afsd_cli.io import write_json
-
-    for notice in plan.notices:
-        err_console.print(f"[yellow]notice:[/] {escape(notice)}", highlight=False)
-    for problem in plan.problems:
-        err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
-    jobs = plan.without_bad_videos()
-    if plan.problems and (all_or_nothing or not jobs):
-        raise fail(f"{len(plan.problems)} bad input(s); nothing was written")
-    skipped = len(plan.jobs) - len(jobs)  # listed above; the others run, and the exit code is 1
-
+    _print_plan_messages(plan)
+    jobs = runnable_jobs(plan, all_or_nothing)  # bad inputs: one error line, before any bar
     ground_truth = None
     if gt_path is not None:
         from afsd_cli.engine.plots import read_ground_truth
 
         ground_truth = read_ground_truth(gt_path)
-
-    predictor = plan.predictor
-    summary = err_console if stream else console  # with --stream, stdout carries only JSON lines
-    results: dict[str, list] = {}
-    failures: list[str] = []
-    totals = {"windows": 0, "frames": 0, "detections": 0, "network": 0.0, "decode": 0.0, "postprocess": 0.0}
-    started = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[video]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=err_console, transient=False,
-    ) as progress:
+    with _progress() as progress:
         task = progress.add_task(title, total=len(jobs), video="")
-        track_flow_progress(plan, progress)  # in-memory --video with a flow model: moves in frame pairs
-        on_progress = _frame_progress(progress)  # streamed --video: one bar per video, in frames
-        on_region = _write_json_line if stream else None
-        for result in _closing(predictor, predictor.run(jobs, postprocess_workers=workers,
-                                                        on_progress=on_progress, on_region=on_region)):
+
+        def advance(result: Any) -> None:
             progress.update(task, advance=1, video=f"{result.name} ({len(result.detections)} det.)")
             if result.error and stream:
                 _write_json_line({"video": result.name, "error": result.error})
-            if result.error:
-                failures.append(result.error)
-                if all_or_nothing:
-                    break  # nothing will be written: the other videos need not run
-                continue
-            results[result.key] = result.detections
-            totals["windows"] += result.windows
-            totals["frames"] += result.frames
-            totals["detections"] += len(result.detections)
-            for stage in ("network", "decode", "postprocess"):
-                totals[stage] += result.timings.get(stage, 0.0)
-            if plot_dir is not None:
-                from afsd_cli.engine.plots import plot_timeline
 
-                gt = None if ground_truth is None else ground_truth.get(result.key, ground_truth.get(result.name, []))
-                duration = next((j.duration for j in plan.jobs if j.name == result.name), None)
-                plot_timeline(plot_dir / f"{result.key}.png", result.key, result.detections, duration, gt)
-    seconds = time.perf_counter() - started
-
-    for message in failures:
-        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    if failures and (all_or_nothing or not results):
-        counted = "" if len(results) + len(failures) == len(jobs) else " (stopped at the first)"
-        raise fail(f"{len(failures)} of {len(plan.jobs)} video(s) failed{counted}; nothing was written")
-
-    profile = plan.profile.to_dict() if getattr(plan, "profile", None) is not None else None
-    write_json(output, results_document(results, plan.version, profile), indent=None)
+        track_flow_progress(plan, progress)  # in-memory --video with a flow model: moves in frame pairs
+        outcome = predict_plan(plan, output, all_or_nothing=all_or_nothing, workers=workers, plot_dir=plot_dir,
+                               ground_truth=ground_truth, on_video=advance,
+                               on_progress=_frame_progress(progress),  # streamed --video: a bar per video
+                               on_region=_write_json_line if stream else None)
+    for failure in outcome.failures:
+        err_console.print(f"[bold red]error:[/] {escape(failure.error)}", highlight=False, soft_wrap=True)
+    if outcome.written is None:
+        counted = " (stopped at the first)" if outcome.stopped_early else ""
+        raise fail(f"{len(outcome.failures)} of {len(plan.jobs)} video(s) failed{counted}; nothing was written")
     if written is not None:
         written()
+    _print_summary(outcome, title, output, plot_dir, err_console if stream else console)  # --stream: stdout is JSON
+    if outcome.failures or outcome.skipped:
+        raise fail(f"{len(outcome.failures) + outcome.skipped} of {len(plan.jobs)} video(s) failed; the detections "
+                   f"of the other {len(outcome.results)} were written (--all-or-nothing writes none)")
 
+
+def _print_plan_messages(plan: PredictionPlan) -> None:
+    """The plan's notices, and the bad inputs found before running (one error line each)."""
+    for notice in plan.notices:
+        err_console.print(f"[yellow]notice:[/] {escape(notice)}", highlight=False)
+    for problem in plan.problems:
+        err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[video]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err_console, transient=False,
+    )
+
+
+def _print_summary(outcome: PredictionOutcome, title: str, output: Path, plot_dir: Optional[Path], summary: Any) -> None:
+    """The table (videos, windows, detections, seconds, frames/s), the time by stage, where the
+    detections and timelines went."""
+    from rich.table import Table
+
+    totals, seconds = outcome.totals, outcome.seconds
     table = Table(title=title, show_header=True, header_style="bold")
     for column in ("videos", "windows", "detections", "seconds", "frames/s"):
         table.add_column(column, justify="right")
-    fps = totals["frames"] / seconds if seconds > 0 else 0.0
-    table.add_row(str(len(results)), str(totals["windows"]), str(totals["detections"]), f"{seconds:.1f}", f"{fps:.0f}")
+    fps = totals.frames / seconds if seconds > 0 else 0.0
+    table.add_row(str(len(outcome.results)), str(totals.windows), str(totals.detections), f"{seconds:.1f}",
+                  f"{fps:.0f}")
     summary.print(table)
-    summary.print(f"time by stage: loading/decoding {totals['decode']:.1f} s (in a background thread), "
-                  f"network {totals['network']:.1f} s, decoding + soft-NMS {totals['postprocess']:.1f} s",
+    summary.print(f"time by stage: loading/decoding {totals.decode:.1f} s (in a background thread), "
+                  f"network {totals.network:.1f} s, decoding + soft-NMS {totals.postprocess:.1f} s",
                   highlight=False)
     summary.print(f"detections written to [bold]{escape(str(output))}[/]")
     if plot_dir is not None:
         summary.print(f"timelines written to [bold]{escape(str(plot_dir))}[/]")
-    if failures or skipped:
-        raise fail(f"{len(failures) + skipped} of {len(plan.jobs)} video(s) failed; the detections of the other "
-                   f"{len(results)} were written (--all-or-nothing writes none)")
 
 
 def _frame_progress(progress: Any):
@@ -220,7 +208,7 @@ def _write_json_line(item: Any) -> None:
     sys.stdout.flush()
 
 
-def track_flow_progress(plan: Any, progress: Any) -> None:
+def track_flow_progress(plan: PredictionPlan, progress: Any) -> None:
     """A second bar, in frame pairs, for the optical flow computed on the fly from --video files."""
     task = None
     totals: dict[str, int] = {}
@@ -236,10 +224,3 @@ def track_flow_progress(plan: Any, progress: Any) -> None:
         progress.update(task, advance=pairs)
 
     plan.report_flow_progress(advance)
-
-
-def _closing(predictor: Any, results: Any):
-    try:
-        yield from results
-    finally:
-        predictor.close()

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
@@ -31,6 +31,9 @@ from afsd_cli.commands._prediction import (
     run_plan,
     runs_dir_option,
 )
+
+if TYPE_CHECKING:
+    from afsd_cli.config import Config
 
 
 def register(app: typer.Typer) -> None:
@@ -75,29 +78,15 @@ def register(app: typer.Typer) -> None:
         the score logits averaged (the official test_fusion.py).
         """
         from afsd_cli.config import load_config
-        from afsd_cli.engine.inference import plan_prediction
-        from afsd_cli.errors import ConfigError
+        from afsd_cli.engine.planning import plan_prediction
         from afsd_cli.io import ensure_writable
-        from afsd_cli.runs import output_destination, resolve_checkpoint, resolve_run
+        from afsd_cli.runs import output_destination, resolve_run
 
         config_path, run_rgb_checkpoint = resolve_run(config, rgb_checkpoint)
         overrides = list(overrides or []) + ([f"testing.flow_method={flow_method}"] if flow_method else [])
         cfg = load_config(config_path, overrides)
-        testing = cfg.testing
-        rgb_ckpt = run_rgb_checkpoint or testing.rgb_checkpoint_path
-        flow_ckpt = resolve_checkpoint(flow_checkpoint) or testing.flow_checkpoint_path
-        if not rgb_ckpt or not flow_ckpt:
-            which = "--rgb-checkpoint" if not rgb_ckpt else "--flow-checkpoint"
-            raise ConfigError(f"fusion needs both checkpoints: pass {which} (or set testing.rgb_checkpoint_path "
-                              "and testing.flow_checkpoint_path)")
-        rgb_ckpt, flow_ckpt = resolve_checkpoint(rgb_ckpt), resolve_checkpoint(flow_ckpt)  # config values too
-        # the RGB arrays default to the config's own data folder when it is an RGB config
-        rgb_default = testing.rgb_data_path or (cfg.dataset.testing.video_data_path
-                                                 if cfg.model.in_channels == 3 or cfg.model.input == "features" else None)
-        dirs = [] if video else [rgb_data or rgb_default, flow_data or testing.flow_data_path]
-        if not video and not all(dirs):
-            raise ConfigError("fusion needs both array folders: pass --rgb-data and --flow-data (or set "
-                              "testing.rgb_data_path and testing.flow_data_path), or give --video files")
+        rgb_ckpt, flow_ckpt = _checkpoints(cfg, run_rgb_checkpoint, flow_checkpoint)
+        dirs = [] if video else _array_folders(cfg, rgb_data, flow_data)
         folder, out = output_destination("fuse", output, runs_dir, name, exist_ok)
         check_outputs(out, plot, "fuse", runs_dir, name, exist_ok)
         plan = plan_prediction(
@@ -116,3 +105,34 @@ def register(app: typer.Typer) -> None:
                      written=lambda: record_run(run_dir, cfg, plan, rgb_checkpoint_path=Path(rgb_ckpt),
                                                 flow_checkpoint_path=Path(flow_ckpt), fusion=True,
                                                 batch_size=plan.predictor.batch_size, **data))
+
+
+def _checkpoints(cfg: Config, run_rgb_checkpoint: Optional[Path], flow_checkpoint: Optional[Path]) -> tuple[Path, Path]:
+    """The RGB and flow weights: given (a run folder's checkpoint for RGB), else the config's;
+    config values may name run folders too."""
+    from afsd_cli.errors import ConfigError
+    from afsd_cli.runs import resolve_checkpoint
+
+    testing = cfg.testing
+    rgb_ckpt = run_rgb_checkpoint or testing.rgb_checkpoint_path
+    flow_ckpt = resolve_checkpoint(flow_checkpoint) or testing.flow_checkpoint_path
+    if not rgb_ckpt or not flow_ckpt:
+        which = "--rgb-checkpoint" if not rgb_ckpt else "--flow-checkpoint"
+        raise ConfigError(f"fusion needs both checkpoints: pass {which} (or set testing.rgb_checkpoint_path "
+                          "and testing.flow_checkpoint_path)")
+    return resolve_checkpoint(rgb_ckpt), resolve_checkpoint(flow_ckpt)
+
+
+def _array_folders(cfg: Config, rgb_data: Optional[Path], flow_data: Optional[Path]) -> list:
+    """The RGB and flow array folders: given, else the config's (the RGB arrays default to the
+    config's own data folder when it is an RGB config)."""
+    from afsd_cli.errors import ConfigError
+
+    testing = cfg.testing
+    rgb_default = testing.rgb_data_path or (cfg.dataset.testing.video_data_path
+                                             if cfg.model.in_channels == 3 or cfg.model.input == "features" else None)
+    dirs = [rgb_data or rgb_default, flow_data or testing.flow_data_path]
+    if not all(dirs):
+        raise ConfigError("fusion needs both array folders: pass --rgb-data and --flow-data (or set "
+                          "testing.rgb_data_path and testing.flow_data_path), or give --video files")
+    return dirs

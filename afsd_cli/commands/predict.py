@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         Outputs go to a new run folder runs/predict/exp, exp2, ... (or exactly to --output).
         """
         from afsd_cli.config import load_config
-        from afsd_cli.engine.inference import plan_prediction
+        from afsd_cli.engine.planning import plan_prediction
         from afsd_cli.io import ensure_writable
         from afsd_cli.runs import output_destination, resolve_checkpoint, resolve_run
 

@@ -179,5 +179,4 @@ def _testing_split_map(cfg: Config, model: nn.Module, run_dir: Path, epoch: int,
     from afsd_cli.engine.validation import validation_map
 
     output = run_dir / "validation" / f"epoch-{epoch}.json"
-    # lead: switch to validation_map(cfg, model, ...) at merge
-    return validation_map(cfg, run_dir / f"checkpoint-{epoch}.ckpt", output, device=device, progress=progress)
+    return validation_map(cfg, model, output, device=device, progress=progress)

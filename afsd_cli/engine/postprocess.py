@@ -20,10 +20,13 @@ Two fixes of official quirks are switches, off by default (``PostprocessSettings
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from afsd_cli.config import Config
 
 # soft_nms_backend, soft_nms_numpy, soft_nms_torch, SOFTNMS_BACKEND_ENV: re-exported for older imports
 from afsd_cli.ops.soft_nms import (  # noqa: F401
@@ -65,7 +68,7 @@ class PostprocessSettings:
     clip_to_video: bool = False
 
 
-def settings_from_config(cfg: Any, fusion: bool = False) -> PostprocessSettings:
+def settings_from_config(cfg: Config, fusion: bool = False) -> PostprocessSettings:
     """The post-processing settings of a loaded config (official values by default; the
     thresholds the official scripts hard-code per dataset come from its profile)."""
     from afsd_cli.profile import kind_rules
@@ -75,15 +78,15 @@ def settings_from_config(cfg: Any, fusion: bool = False) -> PostprocessSettings:
     from afsd_cli.features.timeline import FRAMES_PER_FEATURE
 
     # feature configs count features; the network's clip is 4 frames per feature
-    frames_per_step = FRAMES_PER_FEATURE if str(getattr(cfg.model, "input", "frames")) == "features" else 1
+    frames_per_step = FRAMES_PER_FEATURE if cfg.model.input == "features" else 1
     return PostprocessSettings(
         clip_length=int(cfg.dataset.testing.clip_length) * frames_per_step,
         candidate_thresh=float(testing.conf_thresh) if candidate is None else candidate,
         nms_sigma=float(testing.nms_sigma),
         top_k=int(testing.top_k),
         nms_score_thresh=nms_score,
-        emit_last=bool(getattr(testing, "softnms_emit_last", False)),
-        clip_to_video=bool(getattr(testing, "clip_to_video", False)),
+        emit_last=testing.softnms_emit_last,
+        clip_to_video=testing.clip_to_video,
     )
 
 

@@ -29,14 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from afsd_cli.engine.inference import (
-    Predictor,
-    VideoJob,
-    VideoResult,
-    _Pending,
-    center_crop,
-    normalised_window,
-)
+from afsd_cli.engine.inference import Predictor, center_crop, failed_result, normalised_window, window_outputs
+from afsd_cli.engine.jobs import VideoJob, VideoResult
 from afsd_cli.engine.postprocess import (
     PostprocessSettings,
     RawOutputs,
@@ -252,19 +246,36 @@ def run_streaming(predictor: Predictor, jobs: Iterable[VideoJob],
         try:
             yield _stream_video(predictor, job, on_progress, on_region, queue_windows)
         except InputError as exc:
-            yield VideoResult(job.name, job.output_key or job.name, [], 0, 0, {}, error=str(exc))
+            yield failed_result(job, str(exc))
 
 
 def _stream_video(predictor: Predictor, job: VideoJob, on_progress, on_region, queue_windows: int) -> VideoResult:
     started = time.perf_counter()
     source = job.open_frames()
-    windower = SlidingWindows(predictor.clip_length, predictor.clip_stride, predictor.crop_size,
-                              predictor.single_window)
     state = _VideoState(job, source, timings={"decode": 0.0, "network": 0.0, "postprocess": 0.0})
     emitter = None
     if on_region is not None and predictor.classifier is None:
         emitter = RegionEmitter(job.name, predictor.clip_length, predictor.settings, _labeller(predictor),
                                 on_region)
+    _run_windows(predictor, state, emitter, on_progress, queue_windows)
+    result = _finish_video(predictor, state)
+    if emitter is not None:
+        emitter.finish(result.detections, _sample_fps(source, job))
+    elif on_region is not None:  # with a video-level classifier: only the final detections
+        on_region(Region(job.name, None, None, result.detections, final=True))
+    result.timings["wall"] = time.perf_counter() - started
+    if on_progress is not None:
+        on_progress(StreamProgress(job.name, int(source.frames_read), int(source.frames_read), done=True))
+    return result
+
+
+def _run_windows(predictor: Predictor, state: _VideoState, emitter: RegionEmitter | None, on_progress,
+                 queue_windows: int) -> None:
+    """The windows a decoding thread cuts from the stream, through the network batch by batch
+    (a region emitted as each batch starts); the thread is stopped and joined whatever happens."""
+    job, source = state.job, state.source
+    windower = SlidingWindows(predictor.clip_length, predictor.clip_stride, predictor.crop_size,
+                              predictor.single_window)
     items: queue.Queue = queue.Queue(maxsize=max(1, queue_windows))
     stop = threading.Event()
     producer = threading.Thread(target=_produce, args=(source, windower, predictor, job, items, stop, state.timings),
@@ -291,23 +302,20 @@ def _stream_video(predictor: Predictor, job: VideoJob, on_progress, on_region, q
         stop.set()
         _drain(items)
         producer.join()
+
+
+def _finish_video(predictor: Predictor, state: _VideoState) -> VideoResult:
+    """Per-class soft-NMS over all the video's candidates, then its labelled result."""
+    job, source = state.job, state.source
     sample_fps = _sample_fps(source, job)
     t0 = time.perf_counter()
     per_class = [np.concatenate(rows) if rows else None for rows in state.candidates]
     meta = VideoMeta(job.name, sample_fps, float(source.duration))
     names = predictor.class_names if predictor.classifier is None else None
     detections = detections_from_candidates(per_class, meta, predictor.settings, names)
-    pending = _Pending(job, [], state.offsets, int(source.frames_read), meta.duration, sample_fps, [], 0,
-                       state.timings)
-    result = predictor._result(pending, detections, time.perf_counter() - t0)
-    if emitter is not None:
-        emitter.finish(result.detections, sample_fps)
-    elif on_region is not None:  # with a video-level classifier: only the final detections
-        on_region(Region(job.name, None, None, result.detections, final=True))
-    result.timings["wall"] = time.perf_counter() - started
-    if on_progress is not None:
-        on_progress(StreamProgress(job.name, int(source.frames_read), int(source.frames_read), done=True))
-    return result
+    timings = dict(state.timings)
+    timings["postprocess"] += time.perf_counter() - t0
+    return predictor.finish(job, detections, meta.duration, int(source.frames_read), len(state.offsets), timings)
 
 
 def _produce(source, windower: SlidingWindows, predictor: Predictor, job: VideoJob, items: queue.Queue,
@@ -378,7 +386,7 @@ def _run_batch(predictor: Predictor, state: _VideoState, batch: list[Window],
     t1 = time.perf_counter()
     sample_fps = _sample_fps(state.source, state.job)
     for row, window in enumerate(batch):
-        segments, scores = predictor.decode_window([_row(outputs, row) for outputs in raw])
+        segments, scores = predictor.decode_window([window_outputs(outputs, row) for outputs in raw])
         per_class = window_candidates(segments[0], scores[0], window.offset, sample_fps,
                                       predictor.settings.candidate_thresh)
         if not state.candidates:
@@ -392,11 +400,6 @@ def _run_batch(predictor: Predictor, state: _VideoState, batch: list[Window],
     state.windows += len(batch)
     state.timings["network"] += t1 - t0
     state.timings["postprocess"] += time.perf_counter() - t1
-
-
-def _row(outputs: RawOutputs, row: int) -> RawOutputs:
-    """One window's outputs out of a batch's (sliced as ``Predictor.run`` slices them)."""
-    return RawOutputs(*(part[row:row + 1] for part in outputs[:5]), outputs.priors)
 
 
 def _sample_fps(source, job: VideoJob) -> float:

@@ -1,4 +1,5 @@
-"""Validation during training: ``afsd predict`` + ``afsd evaluate`` through their Python APIs.
+"""Validation during training: the model in memory through ``afsd predict``'s engine
+(engine/prediction.py) and ``afsd evaluate``'s (afsd_cli/evaluation).
 
 The videos are the config's ``dataset.testing`` split and the ground truth its
 ``dataset.testing.gt_path`` (subset ``dataset.testing.subset``). For honest model selection
@@ -7,33 +8,80 @@ point them at a held-out validation list, not at the test set.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from afsd_cli.errors import ConfigError
+import torch
+
+from afsd_cli.config import Config
+from afsd_cli.errors import ConfigError, InputError
+from afsd_cli.profile import DatasetProfile
 
 
-def validation_map(cfg: Any, checkpoint: str | Path, output_json: str | Path, device: str = "cpu",
+def validation_map(cfg: Config, model: torch.nn.Module, output_json: str | Path, device: str = "cpu",
                    limit: int | None = None, progress: Callable[[int, int], Any] | None = None) -> float:
-    """Average mAP of ``checkpoint`` on the config's testing split; detections go to ``output_json``.
-    ``progress(videos_done, videos)`` is called as the videos finish."""
-    from afsd_cli.engine.inference import plan_prediction
-    from afsd_cli.engine.postprocess import results_document
+    """Average mAP of ``model`` (as it is in memory; a DDP wrapper is looked through) on the
+    config's testing split; the detections go to ``output_json``. ``progress(videos_done, videos)``
+    is called as the videos finish.
+
+    The model runs in eval mode on ``device``; its train/eval modes and its device are restored
+    afterwards and its weights are not touched. InputError when a video's input is bad or a video
+    fails: a mAP without it would count its actions as missed.
+    """
     from afsd_cli.evaluation import evaluate_detections, load_ground_truth
     from afsd_cli.io import write_json
 
-    testing = cfg.dataset.testing
-    gt_path = getattr(testing, "gt_path", None)
+    gt_path = cfg.dataset.testing.gt_path
     if not gt_path:
         raise ConfigError("training.validate_every is set but dataset.testing.gt_path (validation ground truth) is not")
-    plan = plan_prediction(cfg, [checkpoint], device=device, limit=limit)
-    results: dict[str, list] = {}
-    for done, video in enumerate(plan.predictor.run(plan.jobs), start=1):
-        if video.error is None:
-            results[video.key] = video.detections
-        if progress is not None:
-            progress(done, len(plan.jobs))
-    document = results_document(results, plan.version, plan.profile.to_dict())
+    if not isinstance(model, torch.nn.Module):  # the checkpoint path of an older caller
+        raise TypeError(f"validation_map takes the model in memory, not {type(model).__name__}")
+    profile, document = _detections(cfg, _unwrapped(model), device, limit, progress)
     write_json(output_json, document)
-    ground_truth = load_ground_truth(gt_path, subset=plan.profile.test_subset, dataset=plan.profile.kind)
+    ground_truth = load_ground_truth(gt_path, subset=profile.test_subset, dataset=profile.kind)
     return float(evaluate_detections(ground_truth, document).average_mAP)
+
+
+def _detections(cfg: Config, network: torch.nn.Module, device: str, limit: int | None,
+                progress: Callable[[int, int], Any] | None) -> tuple[DatasetProfile, dict[str, Any]]:
+    """The dataset profile and the detections document of ``network`` on the testing split, as
+    ``afsd predict`` runs it; InputError naming the videos with bad inputs or that failed."""
+    from afsd_cli.engine.planning import plan_prediction
+    from afsd_cli.engine.prediction import predict_plan
+
+    with _restored_afterwards(network):
+        plan = plan_prediction(cfg, [network], device=device, limit=limit)
+        if plan.problems:
+            raise InputError(f"validation: {len(plan.problems)} bad input(s): " + "; ".join(plan.problems))
+        done = itertools.count(1)
+        outcome = predict_plan(plan, on_video=None if progress is None else (
+            lambda _video: progress(next(done), len(plan.jobs))))
+    if outcome.failures:
+        raise InputError(f"validation: {len(outcome.failures)} of {outcome.jobs} video(s) failed: "
+                         + "; ".join(f"{video.name}: {video.error}" for video in outcome.failures))
+    return plan.profile, outcome.document
+
+
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a (Distributed)DataParallel wrapper, else ``model`` itself."""
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model
+
+
+@contextlib.contextmanager
+def _restored_afterwards(model: torch.nn.Module) -> Iterator[None]:
+    """Each submodule's train/eval mode and the parameters' device as they were before (the
+    predictor puts the model in eval mode on its device)."""
+    modes = {module: module.training for module in model.modules()}
+    first = next(model.parameters(), None)
+    device = None if first is None else first.device  # read now: moving the model changes it
+    try:
+        yield
+    finally:
+        if device is not None:
+            model.to(device)
+        for module, training in modes.items():
+            module.training = training
