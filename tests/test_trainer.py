@@ -237,6 +237,42 @@ def test_validation_is_given_the_trained_network_itself(tmp_path):
     assert saved.keys() == weights.keys() and all(torch.equal(saved[k], weights[k]) for k in saved)
 
 
+def test_validation_inputs_are_checked_before_the_first_epoch(tmp_path):
+    from afsd_cli.errors import ConfigError, InputError
+
+    steps = []
+    options = TrainOptions(device="cpu", max_steps_per_epoch=1)
+    cfg = tiny_config(tmp_path, ["training.validate_every=1", "training.ssl=0"], max_epoch=1)
+    with pytest.raises(ConfigError, match="dataset.testing.gt_path"):
+        train(cfg, tmp_path / "run", options=options, callback=steps.append)
+    cfg = tiny_config(tmp_path, ["training.validate_every=1", "training.ssl=0",
+                                 f"dataset.testing.gt_path={tmp_path / 'missing.json'}"], max_epoch=1)
+    with pytest.raises(InputError, match="missing.json"):
+        train(cfg, tmp_path / "run", options=options, callback=steps.append)
+    assert not [e for e in steps if e.get("kind") == "step"] and not (tmp_path / "run").exists()
+
+
+def test_a_failed_validation_costs_its_epoch_mAP_not_the_run(tmp_path):
+    from afsd_cli.errors import InputError
+
+    cfg = tiny_config(tmp_path, ["training.validate_every=1", "training.ssl=0"], max_epoch=2)
+    answers = iter([InputError("validation: 1 of 2 video(s) failed: clip2: broken"), 0.4])
+
+    def validate(model, epoch):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    events = []
+    result = train(cfg, tmp_path / "run", options=TrainOptions(device="cpu", max_steps_per_epoch=1),
+                   callback=events.append, validate=validate)
+    warnings = [e["message"] for e in events if e.get("kind") == "warning" and "validation" in e["message"]]
+    assert warnings == ["validation of epoch 1 skipped: validation: 1 of 2 video(s) failed: clip2: broken"]
+    assert [row["val_map"] for row in _metrics(tmp_path / "run")] == ["", "0.4"]
+    assert (result.best_epoch, result.best_map) == (2, 0.4) and result.model.training
+
+
 def test_cli_train_and_resume(tmp_path):
     from typer.testing import CliRunner
 

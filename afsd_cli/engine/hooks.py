@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from afsd_cli.engine.training_metrics import plot_loss_curve, write_metrics
+from afsd_cli.errors import InputError
 from afsd_cli.runs import BEST_CHECKPOINT, STATE_DIR, parse_keep_checkpoints, prune_checkpoints, training_run_config
 
 if TYPE_CHECKING:
@@ -109,8 +110,15 @@ class Validate(EpochEndHook):
             return
         model = trainer.model
         model.eval()
-        value = self.validate(model, trainer.epoch)
-        model.train()
+        try:
+            value = self.validate(model, trainer.epoch)
+        except InputError as exc:
+            # a held-out video that cannot be read costs this epoch's mAP, not the training run:
+            # said loudly, no val_map recorded (the best model is not chosen on a partial mAP)
+            trainer.emit({"kind": "warning", "message": f"validation of epoch {trainer.epoch} skipped: {exc}"})
+            value = None
+        finally:
+            model.train()
         if value is not None:  # a validate callable may have nothing to record
             trainer.val_map = float(value)
             trainer.history[-1]["val_map"] = float(value)
@@ -164,6 +172,11 @@ def validation_on_testing_split(cfg: Config, run_dir: Path, device: str, emit: C
     """The default ``validate``: ``afsd predict`` + ``afsd evaluate`` through their Python APIs on
     ``dataset.testing`` against ``dataset.testing.gt_path`` (``engine/validation.py``), with
     ``validation_progress`` events; the detections go to ``run_dir/validation/epoch-{E}.json``."""
+
+    from afsd_cli.engine.validation import check_validation_inputs
+
+    if cfg.training.validate_every:
+        check_validation_inputs(cfg)  # before the first epoch, not at its end
 
     def validate(model: nn.Module, epoch: int) -> float:
         def progress(done: int, total: int) -> None:

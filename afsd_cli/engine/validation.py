@@ -18,6 +18,7 @@ import torch
 
 from afsd_cli.config import Config
 from afsd_cli.errors import ConfigError, InputError
+from afsd_cli.evaluation.ground_truth import GroundTruth
 from afsd_cli.profile import DatasetProfile
 
 
@@ -31,18 +32,28 @@ def validation_map(cfg: Config, model: torch.nn.Module, output_json: str | Path,
     afterwards and its weights are not touched. InputError when a video's input is bad or a video
     fails: a mAP without it would count its actions as missed.
     """
-    from afsd_cli.evaluation import evaluate_detections, load_ground_truth
+    from afsd_cli.evaluation import evaluate_detections
     from afsd_cli.io import write_json
+
+    ground_truth = check_validation_inputs(cfg)
+    if not isinstance(model, torch.nn.Module):  # the checkpoint path of an older caller
+        raise TypeError(f"validation_map takes the model in memory, not {type(model).__name__}")
+    _profile, document = _detections(cfg, _unwrapped(model), device, limit, progress)
+    write_json(output_json, document)
+    return float(evaluate_detections(ground_truth, document).average_mAP)
+
+
+def check_validation_inputs(cfg: Config) -> GroundTruth:
+    """The validation ground truth (``dataset.testing.gt_path``, the profile's test subset), read
+    and checked: ConfigError when it is not set, InputError naming the file when it is unusable."""
+    from afsd_cli.evaluation import load_ground_truth
+    from afsd_cli.profile import resolve_profile
 
     gt_path = cfg.dataset.testing.gt_path
     if not gt_path:
         raise ConfigError("training.validate_every is set but dataset.testing.gt_path (validation ground truth) is not")
-    if not isinstance(model, torch.nn.Module):  # the checkpoint path of an older caller
-        raise TypeError(f"validation_map takes the model in memory, not {type(model).__name__}")
-    profile, document = _detections(cfg, _unwrapped(model), device, limit, progress)
-    write_json(output_json, document)
-    ground_truth = load_ground_truth(gt_path, subset=profile.test_subset, dataset=profile.kind)
-    return float(evaluate_detections(ground_truth, document).average_mAP)
+    profile = resolve_profile(cfg)
+    return load_ground_truth(gt_path, subset=profile.test_subset, dataset=profile.kind)
 
 
 def _detections(cfg: Config, network: torch.nn.Module, device: str, limit: int | None,
