@@ -326,12 +326,22 @@ def main(argv: list[str] | None = None) -> int:
 
         shutil.rmtree(layout.out)
     stages = build_stages(layout, args)
+    started = time.perf_counter()
+    failed = run_stages(stages, layout)
+    for line in summary_lines(stages, layout, time.perf_counter() - started):
+        print(line)
+    if failed is not None:
+        print(f"\nstage '{failed.name}' failed (exit code {failed.returncode}); command:\n  {printable(failed.argv)}")
+        return 1
+    print_outputs(layout, quick=args.quick)
+    return 0
 
+
+def run_stages(stages: list[Stage], layout: DemoLayout) -> Stage | None:
+    """Run the stages in order (a group of stages side by side); return the first that failed, or None."""
     env = dict(os.environ)
     # The rich progress bars of the commands stay readable when the output is a pipe.
     env.setdefault("PYTHONUNBUFFERED", "1")
-    started = time.perf_counter()
-    failed = None
     index = 0
     while index < len(stages):
         stage = stages[index]
@@ -345,22 +355,19 @@ def main(argv: list[str] | None = None) -> int:
             index += 1
             failed = stage if stage.returncode else None
         if failed is not None:
-            break
-    total = time.perf_counter() - started
+            return failed
+    return None
 
-    for line in summary_lines(stages, layout, total):
-        print(line)
-    if failed is not None:
-        print(f"\nstage '{failed.name}' failed (exit code {failed.returncode}); command:\n  {printable(failed.argv)}")
-        return 1
+
+def print_outputs(layout: DemoLayout, quick: bool) -> None:
+    """Where the outputs are, the fused mAP@0.5 against the demo's target, the report to open."""
     print(f"\noutputs in {layout.out}: detections/*.json, metrics/*.json, reports/*.html, plots/ (timelines), runs/ (checkpoints)")
     fused = fused_map_at(layout)
-    if fused is not None and not args.quick:
+    if fused is not None and not quick:
         verdict = "meets" if fused >= TARGET_MAP_AT_05 else "is BELOW"
         print(f"fused mAP@0.5 = {100 * fused:.1f} {verdict} the demo target of {100 * TARGET_MAP_AT_05:.0f}")
     if layout.report("fused").is_file():
         print(f"report (open in a browser): {layout.report('fused').resolve()}")
-    return 0
 
 
 if __name__ == "__main__":

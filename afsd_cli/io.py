@@ -164,6 +164,18 @@ def ensure_writable(path: str | Path, kind: str = "file") -> Path:
     return path
 
 
+def make_output_folder(path: str | Path) -> Path:
+    """Create the output folder of a batch job, first checking (``ensure_writable``) that it can
+    hold files: a read-only, full or file path is refused before any input is decoded."""
+    path = Path(path)
+    ensure_writable(path, kind="folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(exc, path, "cannot create the output folder") from None
+    return path
+
+
 def _probe_write(folder: Path) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=f".afsd-probe.{os.getpid()}@{_host_tag()}.", suffix=TEMP_SUFFIX,

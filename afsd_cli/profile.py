@@ -21,12 +21,15 @@ from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
 from afsd_cli.data.video import ANET_MAX_FRAMES, FRAME_SIZE, THUMOS_SAMPLE_FPS
 from afsd_cli.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from afsd_cli.config import Config
 
 DATASET_KINDS = ("thumos14", "anet", "custom")
 
@@ -198,7 +201,7 @@ class DatasetProfile:
 # resolving a config
 
 
-def resolve_profile(cfg: Any) -> DatasetProfile:
+def resolve_profile(cfg: Config) -> DatasetProfile:
     """The profile of a loaded config (``dataset.name`` says the kind; see docs/data.md).
 
     Raises ConfigError when ``dataset.num_classes`` disagrees with the class list (the message
@@ -208,19 +211,19 @@ def resolve_profile(cfg: Any) -> DatasetProfile:
     kind = str(dataset.name)
     rules = kind_rules(kind)
     training, testing = dataset.training, dataset.testing
-    frame_size = int(_get(dataset, "frame_size") or DEFAULT_FRAME_SIZE)
+    frame_size = int(dataset.frame_size or DEFAULT_FRAME_SIZE)
     class_names = None if rules.class_agnostic else class_names_of(cfg, kind)
-    model_input = str(_get(cfg.model, "input") or "frames")
+    model_input = str(cfg.model.input or "frames")
     feature_stride, feature_clip_frames = feature_numbers(cfg, kind) if model_input == "features" else (None, None)
     head_classes = 2 if rules.class_agnostic else int(dataset.num_classes)  # ANet: bg + action, as officially
     profile = DatasetProfile(
         kind=kind,
         head="features" if model_input == "features" else rules.head,  # model/afsd.py HEAD_SPECS
         sampling=rules.sampling,
-        sample_fps=float(_get(dataset, "sample_fps") or DEFAULT_SAMPLE_FPS) if rules.sampling == "fps" else None,
+        sample_fps=float(dataset.sample_fps or DEFAULT_SAMPLE_FPS) if rules.sampling == "fps" else None,
         max_frames=ANET_MAX_FRAMES if rules.sampling == "max_frames" else None,
         frame_size=frame_size,
-        resize=str(_get(dataset, "resize") or DEFAULT_RESIZE),
+        resize=str(dataset.resize or DEFAULT_RESIZE),
         crop_size=int(training.crop_size),
         test_crop_size=int(testing.crop_size),
         train_clip_length=int(training.clip_length),
@@ -229,8 +232,8 @@ def resolve_profile(cfg: Any) -> DatasetProfile:
         test_clip_stride=int(testing.clip_stride),
         class_names=class_names,
         num_classes=head_classes,
-        train_subset=str(_get(training, "subset") or rules.train_subset),
-        test_subset=str(_get(testing, "subset") or rules.test_subset),
+        train_subset=str(training.subset or rules.train_subset),
+        test_subset=str(testing.subset or rules.test_subset),
         annotation_format=rules.annotation_format,
         fusion=rules.fusion,
         single_window=rules.single_window,
@@ -239,13 +242,13 @@ def resolve_profile(cfg: Any) -> DatasetProfile:
         input=model_input,
         feature_stride=feature_stride,
         feature_clip_frames=feature_clip_frames,
-        feature_sample_stride=int(_get(cfg.dataset, "feature_sample_stride") or 1) if model_input == "features" else None,
+        feature_sample_stride=int(cfg.dataset.feature_sample_stride or 1) if model_input == "features" else None,
     )
     check_class_count(profile, cfg)
     return profile
 
 
-def feature_numbers(cfg: Any, kind: str) -> tuple[int, int]:
+def feature_numbers(cfg: Config, kind: str) -> tuple[int, int]:
     """``(feature_stride, feature_clip_frames)`` of a feature dataset: the config's
     ``dataset.feature_stride`` / ``dataset.feature_clip_frames``, else the ``features.json`` that
     ``afsd extract`` wrote into the training (or testing) feature folder. Only custom datasets (the
@@ -253,11 +256,11 @@ def feature_numbers(cfg: Any, kind: str) -> tuple[int, int]:
     if kind != "custom":
         raise ConfigError(f"model.input is features but dataset.name is {kind}: feature datasets use the JSON "
                           "annotation layout (dataset.name: custom; see configs/thumos14_features.yaml)")
-    stride, clip_frames = _get(cfg.dataset, "feature_stride"), _get(cfg.dataset, "feature_clip_frames")
+    stride, clip_frames = cfg.dataset.feature_stride, cfg.dataset.feature_clip_frames
     if stride is None or clip_frames is None:
         from afsd_cli.data.feature_dataset import read_feature_catalog
 
-        folder = _get(cfg.dataset.training, "video_data_path") or _get(cfg.dataset.testing, "video_data_path")
+        folder = cfg.dataset.training.video_data_path or cfg.dataset.testing.video_data_path
         catalog = read_feature_catalog(folder) if folder else None
         if catalog is None:
             raise ConfigError("a feature dataset needs dataset.feature_stride and dataset.feature_clip_frames "
@@ -267,20 +270,16 @@ def feature_numbers(cfg: Any, kind: str) -> tuple[int, int]:
     return int(stride), int(clip_frames)
 
 
-def _get(section: Any, key: str) -> Any:
-    return section.get(key) if hasattr(section, "get") else getattr(section, key, None)
-
-
-def class_names_of(cfg: Any, kind: str) -> tuple[str, ...]:
+def class_names_of(cfg: Config, kind: str) -> tuple[str, ...]:
     """Class names, model id order: ``dataset.class_index_path``; else THUMOS14's 20 built-in
     classes (thumos14) or the sorted labels of the training annotation JSON (custom)."""
     from afsd_cli.data.annotations import read_class_index, read_class_list, thumos14_class_index
 
-    path = _get(cfg.dataset, "class_index_path")
+    path = cfg.dataset.class_index_path
     if kind == "custom":
         if path:
             return read_class_list(path)
-        anno = _get(cfg.dataset.training, "video_anno_path") or _get(cfg.dataset.testing, "video_anno_path")
+        anno = cfg.dataset.training.video_anno_path or cfg.dataset.testing.video_anno_path
         if not anno:
             raise ConfigError("a custom dataset needs dataset.class_index_path or dataset.training.video_anno_path "
                               "(the annotation JSON the class names come from)")
@@ -291,13 +290,13 @@ def class_names_of(cfg: Any, kind: str) -> tuple[str, ...]:
     return index.names
 
 
-def check_class_count(profile: DatasetProfile, cfg: Any) -> None:
+def check_class_count(profile: DatasetProfile, cfg: Config) -> None:
     """``dataset.num_classes`` must be the class list's length plus the background."""
     if profile.class_names is None:
         return
     expected = len(profile.class_names) + 1
     if profile.num_classes != expected:
-        where = _get(cfg.dataset, "class_index_path") or (
+        where = cfg.dataset.class_index_path or (
             "the annotation JSON" if profile.kind == "custom" else "the built-in THUMOS14 class list")
         raise ConfigError(
             f"dataset.num_classes is {profile.num_classes} but {where} names {len(profile.class_names)} classes: "

@@ -19,9 +19,12 @@ import platform
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from afsd_cli.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from afsd_cli.config import Config
 
 RUNS_ROOT = Path("runs")
 CONFIG_NAME = "config.yaml"
@@ -319,7 +322,7 @@ def write_env(run_dir: str | Path, extra: Mapping[str, Any] | None = None) -> Pa
     return write_json(Path(run_dir) / ENV_NAME, environment(extra))
 
 
-def write_run_config(run_dir: str | Path, cfg: Any, **testing: Any) -> Path:
+def write_run_config(run_dir: str | Path, cfg: Config, **testing: Any) -> Path:
     """The resolved config as ``run_dir/config.yaml``, valid as written for the run's outputs.
 
     ``testing`` sets keys of the ``testing`` section, e.g. ``checkpoint_path=`` the run's model
@@ -337,7 +340,7 @@ def write_run_config(run_dir: str | Path, cfg: Any, **testing: Any) -> Path:
     return write_text(Path(run_dir) / CONFIG_NAME, yaml.safe_dump(tree, sort_keys=False))
 
 
-def training_run_config(run_dir: str | Path, cfg: Any) -> Path:
+def training_run_config(run_dir: str | Path, cfg: Config) -> Path:
     """``config.yaml`` of a training run: ``training.checkpoint_path`` is the run folder (where
     this run saves its checkpoints) and ``testing.checkpoint_path`` the model ``find_checkpoint``
     picks, so ``afsd predict RUN/config.yaml`` tests this run's model."""

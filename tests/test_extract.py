@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from afsd_cli.cli import app
-from afsd_cli.errors import CheckpointError, ConfigError, InputError
+from afsd_cli.errors import CheckpointError, ConfigError, InputError, OutputError
 from afsd_cli.features import sources
 from afsd_cli.features.extract import ExtractSettings, SourceItem, collect_sources, extract_features, extract_one
 from afsd_cli.features.network import ClipEncoder, load_i3d
@@ -169,6 +169,29 @@ def test_failures_are_listed_and_the_others_finish(weights, tmp_path):
     described = json.loads((tmp_path / "out" / "features.json").read_text())
     assert list(described["videos"]) == ["good"]
     assert np.load(tmp_path / "out" / "good.npy").shape == (1, 1024)
+
+
+def test_an_unwritable_out_is_refused_before_the_networks_load(weights, tmp_path, monkeypatch):
+    import afsd_cli.features.extract as extract
+
+    _array(tmp_path / "frames", "clip", (16, 32, 32, 3), 1)
+    (tmp_path / "taken").write_text("a file where OUT should be")
+    monkeypatch.setattr(extract, "_load_encoders", lambda *a: pytest.fail("networks loaded before OUT was checked"))
+    with pytest.raises(OutputError, match="is a file, expected a folder"):
+        extract_features([tmp_path / "frames"], tmp_path / "taken", ExtractSettings(weights=str(weights["rgb"]),
+                                                                                     size=32, device="cpu"))
+
+
+def test_the_manifest_records_items_as_prepare_and_flow_do(weights, tmp_path):
+    """One manifest record format for every folder job (data/manifest.py ManifestRecorder)."""
+    _array(tmp_path / "frames", "good", (16, 32, 32, 3), 1)
+    (tmp_path / "frames" / "broken.npy").write_bytes(b"not an array")
+    extract_features([tmp_path / "frames"], tmp_path / "out",
+                     ExtractSettings(weights=str(weights["rgb"]), size=32, device="cpu"))
+    items = json.loads((tmp_path / "out" / "manifest.json").read_text())["items"]
+    assert items["good"]["status"] == "done" and items["good"]["output"] == "good.npy"
+    assert items["good"]["source"] == str(tmp_path / "frames" / "good.npy")
+    assert items["broken"]["status"] == "failed" and items["broken"]["source"] == str(tmp_path / "frames" / "broken.npy")
 
 
 def test_worker_processes_give_the_same_features(weights, reference, tmp_path):

@@ -17,11 +17,15 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from afsd_cli.io import write_json
 
+if TYPE_CHECKING:
+    from afsd_cli.data.batch import TaskResult
+
 MANIFEST_NAME = "manifest.json"
+MANIFEST_SAVE_INTERVAL_S = 5.0  # while a batch runs; the final save is unconditional
 
 
 class Manifest:
@@ -108,3 +112,35 @@ def folder_lock(folder: str | Path):
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+class ManifestRecorder:
+    """The ``on_result`` of a batch job (``prepare``, ``flow``, ``extract``): keeps each result,
+    records it in the manifest (saved every few seconds) and passes it on.
+
+    ``source_of(name)``: the input recorded for an item; ``done_fields``: settings recorded with
+    every item produced (flow: method, device, quality). A failed item keeps what its previous
+    record said (an earlier output stays described) under the new status and error."""
+
+    def __init__(self, manifest: Manifest, source_of: Callable[[str], str | None],
+                 on_result: Callable[[TaskResult], Any] | None, done_fields: dict[str, Any] | None = None):
+        self.manifest, self.source_of, self.on_result = manifest, source_of, on_result
+        self.done_fields = done_fields or {}
+        self.results: dict[str, TaskResult] = {}
+
+    def __call__(self, result: TaskResult) -> None:
+        from afsd_cli.data.batch import DONE, FAILED
+
+        self.results[result.name] = result
+        source = self.source_of(result.name)
+        if result.status == FAILED:
+            previous = self.manifest.get(result.name) or {}
+            self.manifest.record(result.name, {**previous, "status": FAILED, "source": source,
+                                               "error": result.error, "seconds": round(result.seconds, 3)})
+        elif result.status == DONE:
+            self.manifest.record(result.name, {"status": DONE, "source": source, "output": f"{result.name}.npy",
+                                               "seconds": round(result.seconds, 3), **self.done_fields,
+                                               **result.info})
+        self.manifest.save(throttle_s=MANIFEST_SAVE_INTERVAL_S)
+        if self.on_result is not None:
+            self.on_result(result)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 
 from afsd_cli.data.batch import DONE, FAILED, SKIPPED, Task, TaskResult, check_backend, resolve_jobs, run_batch
-from afsd_cli.data.manifest import MANIFEST_NAME, Manifest, folder_lock
+from afsd_cli.data.manifest import MANIFEST_NAME, Manifest, ManifestRecorder, folder_lock
 from afsd_cli.data.npy import open_npy
 from afsd_cli.data.video import (
     ANET_MAX_FRAMES,
@@ -45,12 +45,11 @@ from afsd_cli.data.video_info import (
     write_thumos_video_info,
 )
 from afsd_cli.errors import ConfigError, InputError
-from afsd_cli.io import ensure_writable, write_npy
+from afsd_cli.io import ensure_writable, make_output_folder, write_npy
 
 if TYPE_CHECKING:
     from afsd_cli.profile import KindRules
 
-MANIFEST_SAVE_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -84,46 +83,8 @@ def npy_is_complete(path: Path, channels: int) -> bool:
     return array.dtype == np.uint8 and array.ndim == 4 and array.shape[0] > 0 and array.shape[-1] == channels
 
 
-def _make_output_dir(out_dir: Path) -> None:
-    from afsd_cli.io import output_error
-
-    ensure_writable(out_dir, kind="folder")  # read-only, full or a file: say so before decoding anything
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise output_error(exc, out_dir, "cannot create the output folder") from None
-
-
 # --------------------------------------------------------------------------------------------
 # what both jobs share: the manifest, the start announcement, running with progress
-
-
-class _ManifestRecorder:
-    """Keeps each result, records it in the manifest (saved every few seconds) and passes it on.
-
-    ``source_of(name)``: the input recorded for an item; ``done_fields``: settings recorded with
-    every item produced (flow: method, device, quality)."""
-
-    def __init__(self, manifest: Manifest, source_of: Callable[[str], str | None],
-                 on_result: Callable[[TaskResult], Any] | None, done_fields: dict[str, Any] | None = None):
-        self.manifest, self.source_of, self.on_result = manifest, source_of, on_result
-        self.done_fields = done_fields or {}
-        self.results: dict[str, TaskResult] = {}
-
-    def __call__(self, result: TaskResult) -> None:
-        self.results[result.name] = result
-        source = self.source_of(result.name)
-        if result.status == FAILED:
-            previous = self.manifest.get(result.name) or {}
-            self.manifest.record(result.name, {**previous, "status": FAILED, "source": source,
-                                               "error": result.error, "seconds": round(result.seconds, 3)})
-        elif result.status == DONE:
-            self.manifest.record(result.name, {"status": DONE, "source": source, "output": f"{result.name}.npy",
-                                               "seconds": round(result.seconds, 3), **self.done_fields,
-                                               **result.info})
-        self.manifest.save(throttle_s=MANIFEST_SAVE_INTERVAL_S)
-        if self.on_result is not None:
-            self.on_result(result)
 
 
 def _announce_start(on_start: Callable[..., Any] | None, on_frames: Callable[[str, int], Any] | None, items: int,
@@ -133,7 +94,7 @@ def _announce_start(on_start: Callable[..., Any] | None, on_frames: Callable[[st
         on_start(*((items, work()) if on_frames is not None else (items,)))
 
 
-def _run_tasks(tasks: list[Task], progress_keyword: str, recorder: _ManifestRecorder,
+def _run_tasks(tasks: list[Task], progress_keyword: str, recorder: ManifestRecorder,
                on_frames: Callable[[str, int], Any] | None, backend: str, jobs: int | None) -> None:
     """Run the tasks, each given a progress queue as ``progress_keyword`` when ``on_frames`` listens."""
     try:
@@ -267,7 +228,7 @@ def prepare_videos(
     if not plan:
         listed = f"listed in {annotations.name} " if annotations is not None else ""
         raise InputError(f"no video file {listed}found (extensions: {', '.join(VIDEO_EXTENSIONS)})", video_dir)
-    _make_output_dir(out_dir)
+    make_output_folder(out_dir)
     ensure_writable(info_file.path, kind="file")
 
     manifest = Manifest(out_dir / MANIFEST_NAME, "prepare",
@@ -277,7 +238,7 @@ def prepare_videos(
         notes += manifest.changed_settings(PREPARE_NOTED_SETTINGS)
     _announce_start(on_start, on_frames, len(plan), lambda: _container_counts(plan))
     sources = {name: str(source) if source else None for name, source, _ in plan}
-    recorder = _ManifestRecorder(manifest, sources.get, on_result)
+    recorder = ManifestRecorder(manifest, sources.get, on_result)
     # Parallel workers decode single-threaded: one core each instead of N threads per worker.
     decode_threads = 1 if resolve_jobs(jobs) > 1 and len(plan) > 1 else None
     decoding.build_resizer()
@@ -436,7 +397,7 @@ def _container_counts(plan: list[tuple[str, Path | None, str | None]]) -> dict[s
 
 
 def _prepare_tasks(plan: list[tuple[str, Path | None, str | None]], out_dir: Path, decoding: _Decoding,
-                   decode_threads: int | None, overwrite: bool, recorder: _ManifestRecorder) -> list[Task]:
+                   decode_threads: int | None, overwrite: bool, recorder: ManifestRecorder) -> list[Task]:
     """The videos to decode; the others are reported as they are met: failed (no file) or skipped
     (an earlier run's output is kept)."""
     tasks: list[Task] = []
@@ -597,14 +558,14 @@ def flow_files(
     sources = sorted(p for p in rgb_dir.glob("*.npy") if not p.name.startswith("."))
     if not sources:
         raise InputError("no .npy file found", rgb_dir)
-    _make_output_dir(out_dir)
+    make_output_folder(out_dir)
 
     manifest = Manifest(out_dir / MANIFEST_NAME, "flow",
                         {"rgb_dir": str(rgb_dir), "method": method, "device": device, "jpeg_quality": jpeg_quality,
                          "method_options": method_options})
     notes = [] if overwrite else manifest.changed_settings(FLOW_NOTED_SETTINGS)
     _announce_start(on_start, on_frames, len(sources), lambda: _frame_counts(sources))
-    recorder = _ManifestRecorder(manifest, lambda name: str(rgb_dir / f"{name}.npy"), on_result,
+    recorder = ManifestRecorder(manifest, lambda name: str(rgb_dir / f"{name}.npy"), on_result,
                                  {"method": method, "device": device, "jpeg_quality": jpeg_quality})
     flow_args = (method, device, jpeg_quality, method_options)
     tasks = _flow_tasks(sources, out_dir, flow_args, overwrite, recorder)
@@ -643,7 +604,7 @@ def _frame_counts(sources: list[Path]) -> dict[str, int]:
 
 
 def _flow_tasks(sources: list[Path], out_dir: Path, flow_args: tuple, overwrite: bool,
-                recorder: _ManifestRecorder) -> list[Task]:
+                recorder: ManifestRecorder) -> list[Task]:
     """The arrays to compute flow for; those with a complete flow file are reported skipped."""
     tasks: list[Task] = []
     for source in sources:

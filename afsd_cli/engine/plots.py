@@ -45,41 +45,57 @@ def plot_timeline(path: str | Path, video: str, detections: Sequence[dict[str, A
 
     from afsd_cli.io import save_figure
 
-    best: dict[str, float] = {}
-    for det in detections:
-        best[det["label"]] = max(best.get(det["label"], 0.0), det["score"])
-    classes = sorted(best, key=best.get, reverse=True)[:max_classes]
-    for _, _, label in ground_truth or []:
-        if label not in classes:
-            classes.append(label)
-    end_time = duration or max([d["segment"][1] for d in detections] + [e for _, e, _ in ground_truth or []] + [1.0])
-    top_score = max(best.values(), default=1.0) or 1.0
-
-    height = 1.2 + 0.45 * max(1, len(classes))
-    figure, axes = plt.subplots(figsize=(12, height))
-    cmap = plt.get_cmap("tab10")
+    ground_truth = list(ground_truth or [])
+    classes, top_score = _timeline_rows(detections, ground_truth, max_classes)
+    figure, axes = plt.subplots(figsize=(12, 1.2 + 0.45 * max(1, len(classes))))
+    colours = plt.get_cmap("tab10")
     for row, label in enumerate(classes):
-        own = sorted((d for d in detections if d["label"] == label), key=lambda d: d["score"], reverse=True)
-        lane = 0.6 / max_per_class
-        for rank, det in enumerate(own[:max_per_class]):
-            start, end = det["segment"]
-            axes.barh(row - 0.3 + (rank + 0.5) * lane, end - start, left=start, height=lane * 0.8,
-                      color=cmap(row % 10), alpha=min(1.0, 0.2 + 0.8 * det["score"] / top_score), linewidth=0)
-        for start, end, gt_label in ground_truth or []:
-            if gt_label == label:
-                axes.barh(row - 0.38, end - start, left=start, height=0.1, color="black")
-    axes.set_yticks(range(len(classes)), classes)
-    axes.set_ylim(-0.6, max(1, len(classes)) - 0.2)
-    axes.set_xlim(0, end_time)
-    axes.invert_yaxis()
-    axes.set_xlabel("time (s)")
-    title = f"{video}: {len(detections)} detections"
-    if ground_truth:
-        title += f", {len(ground_truth)} ground-truth instances (black)"
-    axes.set_title(title + f"; top {max_per_class} per class, best on top, opacity = score", fontsize=10)
-    axes.grid(axis="x", alpha=0.3)
+        _draw_row(axes, row, label, detections, ground_truth, max_per_class, top_score, colours(row % 10))
+    end_time = duration or max([d["segment"][1] for d in detections] + [e for _, e, _ in ground_truth] + [1.0])
+    _label_axes(axes, video, classes, end_time, len(detections), len(ground_truth), max_per_class)
     figure.tight_layout()
     try:
         return save_figure(path, figure, dpi=100)
     finally:
         plt.close(figure)
+
+
+def _timeline_rows(detections: Sequence[dict[str, Any]], ground_truth: list[tuple[float, float, str]],
+                   max_classes: int) -> tuple[list[str], float]:
+    """(class of each row: the best-scoring first, then the ground truth's others; the top score)."""
+    best: dict[str, float] = {}
+    for det in detections:
+        best[det["label"]] = max(best.get(det["label"], 0.0), det["score"])
+    classes = sorted(best, key=best.get, reverse=True)[:max_classes]
+    for _, _, label in ground_truth:
+        if label not in classes:
+            classes.append(label)
+    return classes, max(best.values(), default=1.0) or 1.0
+
+
+def _draw_row(axes: Any, row: int, label: str, detections: Sequence[dict[str, Any]],
+              ground_truth: list[tuple[float, float, str]], max_per_class: int, top_score: float, colour: Any) -> None:
+    """One class: its best detections in lanes (best on top, opacity = score), its ground truth above."""
+    own = sorted((d for d in detections if d["label"] == label), key=lambda d: d["score"], reverse=True)
+    lane = 0.6 / max_per_class
+    for rank, det in enumerate(own[:max_per_class]):
+        start, end = det["segment"]
+        axes.barh(row - 0.3 + (rank + 0.5) * lane, end - start, left=start, height=lane * 0.8,
+                  color=colour, alpha=min(1.0, 0.2 + 0.8 * det["score"] / top_score), linewidth=0)
+    for start, end, gt_label in ground_truth:
+        if gt_label == label:
+            axes.barh(row - 0.38, end - start, left=start, height=0.1, color="black")
+
+
+def _label_axes(axes: Any, video: str, classes: list[str], end_time: float, detections: int, ground_truth: int,
+                max_per_class: int) -> None:
+    axes.set_yticks(range(len(classes)), classes)
+    axes.set_ylim(-0.6, max(1, len(classes)) - 0.2)
+    axes.set_xlim(0, end_time)
+    axes.invert_yaxis()
+    axes.set_xlabel("time (s)")
+    title = f"{video}: {detections} detections"
+    if ground_truth:
+        title += f", {ground_truth} ground-truth instances (black)"
+    axes.set_title(title + f"; top {max_per_class} per class, best on top, opacity = score", fontsize=10)
+    axes.grid(axis="x", alpha=0.3)

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from afsd_cli.data.batch import DONE, FAILED, SKIPPED, Task, TaskResult, check_backend, run_batch
-from afsd_cli.data.manifest import MANIFEST_NAME, Manifest
-from afsd_cli.data.npy import open_npy
-from afsd_cli.data.pipeline import MANIFEST_SAVE_INTERVAL_S, BatchReport
+from afsd_cli.data.manifest import MANIFEST_NAME, Manifest, ManifestRecorder
+from afsd_cli.data.npy import open_frames, open_npy
+from afsd_cli.data.pipeline import BatchReport
 from afsd_cli.data.video import VIDEO_EXTENSIONS, list_videos
 from afsd_cli.engine.inference import resolve_device
 from afsd_cli.errors import CheckpointError, ConfigError, InputError
@@ -41,12 +41,11 @@ from afsd_cli.features.sources import (
     FlowFromFrames,
     array_chunks,
     centre_crop,
-    load_frame_array,
     open_video,
     short_side_for,
 )
 from afsd_cli.features.timeline import feature_count, time_mapping
-from afsd_cli.io import read_json, write_json, write_npy
+from afsd_cli.io import make_output_folder, read_json, write_json, write_npy
 
 FEATURES_JSON = "features.json"
 FORMAT_VERSION = 1
@@ -179,10 +178,10 @@ def _source_chunks(item: SourceItem, settings: ExtractSettings, decode_threads: 
     else:
         record["fps"] = _array_fps(item, settings)
         if "rgb" in wanted or item.flow_path is None:
-            rgb = array_chunks(load_frame_array(item.path, 3))
+            rgb = array_chunks(open_frames(item.path, 3))
     flow: Iterator[np.ndarray] | None = None
     if "flow" in wanted and item.flow_path is not None:
-        flow = array_chunks(load_frame_array(item.flow_path, 2))
+        flow = array_chunks(open_frames(item.flow_path, 2))
         record["flow_source"] = str(item.flow_path)
     return _steps(rgb, flow, wanted, settings), record, stream
 
@@ -427,11 +426,12 @@ def extract_features(
     run = _start_run(settings, out_dir, overwrite)
     to_do = {item.name for item in items if item.problem is None
              and (overwrite or not _finished(item, out_dir, run.manifest, CHANNELS * len(settings.modalities())))}
+    make_output_folder(out_dir)  # before the networks load: a read-only or full OUT is said at once
     encoders = _load_encoders(settings, run.device) if to_do else {}
-    _make_output_dir(out_dir)
     if on_start is not None:
         on_start(len(items))
-    recorder = _Recorder(run.manifest, {item.name: item for item in items}, on_result)
+    sources = {item.name: str(item.path) if item.path else None for item in items}
+    recorder = ManifestRecorder(run.manifest, sources.get, on_result)
     jobs = min(settings.jobs, max(1, len(items)))
     tasks = _tasks(items, to_do, out_dir, settings, run, encoders, jobs, recorder, on_clips)
     try:
@@ -465,7 +465,7 @@ def _start_run(settings: ExtractSettings, out_dir: Path, overwrite: bool) -> _Ru
 
 
 def _tasks(items: list[SourceItem], to_do: set[str], out_dir: Path, settings: ExtractSettings, run: _Run,
-           encoders: dict[str, ClipEncoder], jobs: int, recorder: "_Recorder",
+           encoders: dict[str, ClipEncoder], jobs: int, recorder: ManifestRecorder,
            on_clips: Callable[[int], Any] | None) -> list[Task]:
     """A task per item to extract (in this process, or in ``jobs`` workers loading their own
     networks); items with a problem or already finished are recorded at once."""
@@ -485,26 +485,6 @@ def _tasks(items: list[SourceItem], to_do: set[str], out_dir: Path, settings: Ex
     return tasks
 
 
-class _Recorder:
-    """Keeps each result, records it in the manifest (saved every few seconds) and passes it on."""
-
-    def __init__(self, manifest: Manifest, items: dict[str, SourceItem], on_result: Callable | None):
-        self.manifest, self.items, self.on_result = manifest, items, on_result
-        self.results: dict[str, TaskResult] = {}
-
-    def __call__(self, result: TaskResult) -> None:
-        self.results[result.name] = result
-        if result.status == FAILED:
-            path = self.items[result.name].path
-            self.manifest.record(result.name, {"status": FAILED, "source": str(path) if path else None,
-                                               "error": result.error, "seconds": round(result.seconds, 3)})
-        elif result.status == DONE:
-            self.manifest.record(result.name, {"status": DONE, "seconds": round(result.seconds, 3), **result.info})
-        self.manifest.save(throttle_s=MANIFEST_SAVE_INTERVAL_S)
-        if self.on_result is not None:
-            self.on_result(result)
-
-
 def _check_out_dir(out_dir: Path, inputs: list[Path], settings: ExtractSettings) -> None:
     for entry in inputs + ([Path(settings.flow_input)] if settings.flow_input else []):
         if entry.is_dir() and entry.resolve() == out_dir.resolve():
@@ -517,13 +497,6 @@ def _compute_settings(settings: ExtractSettings) -> tuple[str, int]:
     if settings.amp == "fp16" and not device.startswith("cuda"):
         raise ConfigError("--amp fp16 needs a CUDA device (use bf16 or off on the CPU)")
     return device, settings.batch_size or default_batch_size(device)
-
-
-def _make_output_dir(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the output folder ({exc.strerror or exc})", out_dir) from None
 
 
 def _finished(item: SourceItem, out_dir: Path, manifest: Manifest, channels: int) -> bool:

@@ -131,14 +131,6 @@ def _decoded_chunks(stream: VideoStream, probe: VideoProbe, resizer: Any, shape:
         raise InputError("no frames could be decoded (zero-frame or corrupt video)", stream.path)
 
 
-def load_frame_array(path: str | Path, channels: int) -> np.ndarray:
-    """A memory-mapped ``uint8 [T>0, H, W, channels]`` array (RGB: 3, flow: 2), read and checked by
-    the one .npy reader (``data/npy.py``); its size is checked per chunk, by :func:`centre_crop`."""
-    from afsd_cli.data.npy import open_frames
-
-    return open_frames(path, channels)
-
-
 def array_chunks(array: np.ndarray, chunk_frames: int | None = None) -> Iterator[np.ndarray]:
     chunk_frames = chunk_frames or CHUNK_FRAMES
     for start in range(0, array.shape[0], chunk_frames):

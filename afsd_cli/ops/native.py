@@ -83,6 +83,17 @@ def build_library(relative_source: str, name: str) -> Path:
     """
     if os.name == "nt":
         raise NativeBuildError("native helpers are not built on Windows")
+    source, compiler = _source_and_compiler(relative_source)
+    filename = _library_name(name, source, compiler)
+    folders = _build_folders()
+    cached = _cached_library(folders, filename)
+    if cached is not None:
+        return cached
+    folder, temporary = _claim_build_file(folders, filename)
+    return _compile(compiler, source, temporary, folder / filename)
+
+
+def _source_and_compiler(relative_source: str) -> tuple[Path, list[str]]:
     source = find_source(relative_source)
     if source is None:
         raise NativeBuildError(f"C source csrc/{relative_source} not found")
@@ -91,16 +102,35 @@ def build_library(relative_source: str, name: str) -> Path:
         configured = os.environ.get("CC")
         raise NativeBuildError(f"C compiler $CC={configured!r} not found" if configured
                                else "no C compiler found (set CC)")
+    return source, compiler
+
+
+def _library_name(name: str, source: Path, compiler: list[str]) -> str:
+    """The file name carries a hash of what the binary depends on: a changed source, compiler or
+    flag builds a new one instead of loading a stale library."""
     key = hashlib.sha256()
     key.update(source.read_bytes())
     key.update(repr((compiler, CFLAGS, platform.machine(), sys.platform)).encode())
-    filename = f"lib{name}-{key.hexdigest()[:16]}.so"
+    return f"lib{name}-{key.hexdigest()[:16]}.so"
+
+
+def _build_folders() -> list[Path]:
     # The user cache, or (read-only home, e.g. in a container) a private folder under /tmp.
-    private = Path(tempfile.gettempdir()) / f"afsd-native-{os.getuid()}"
-    folders = [cache_root() / "native", private]
+    return [cache_root() / "native", Path(tempfile.gettempdir()) / f"afsd-native-{os.getuid()}"]
+
+
+def _cached_library(folders: list[Path], filename: str) -> Path | None:
+    private = folders[-1]
     for folder in folders:
+        # a library in the shared /tmp is loaded only from a folder no other user can write
         if (folder / filename).is_file() and (folder != private or _private(folder)):
             return folder / filename
+    return None
+
+
+def _claim_build_file(folders: list[Path], filename: str) -> tuple[Path, str]:
+    """The first folder where a temporary output file can be made: (folder, temporary path)."""
+    private = folders[-1]
     problems = []
     for folder in folders:
         try:
@@ -109,12 +139,15 @@ def build_library(relative_source: str, name: str) -> Path:
                 raise OSError(f"{folder} is not a private folder of this user")
             handle, temporary = tempfile.mkstemp(prefix=f".{filename}.", dir=folder)
             os.close(handle)
-            break
+            return folder, temporary
         except OSError as exc:
             problems.append(f"{folder}: {exc.strerror}" if exc.strerror else str(exc))
-    else:
-        raise NativeBuildError(f"no writable build folder ({'; '.join(problems)})")
-    target = folder / filename
+    raise NativeBuildError(f"no writable build folder ({'; '.join(problems)})")
+
+
+def _compile(compiler: list[str], source: Path, temporary: str, target: Path) -> Path:
+    """Compile into ``temporary``, then rename it to ``target`` (a concurrent build never loads a
+    half-written library); the temporary file is removed whatever happens."""
     try:
         result = subprocess.run([*compiler, *CFLAGS, "-o", temporary, str(source)], capture_output=True,
                                 text=True, timeout=120)
