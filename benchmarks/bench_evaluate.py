@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from afsd_cli.evaluation import detections_from_dict, evaluate_detections, ground_truth_from_dict  # noqa: E402
 from afsd_cli.evaluation._malloc import retain_freed_memory  # noqa: E402
-from reference_map import reference_evaluate  # noqa: E402
+from helpers.reference_map import reference_evaluate  # noqa: E402
 
 GT_PATH = ROOT / "tests" / "data" / "evaluation" / "thumos_gt.json"
 PER_VIDEO_CLASS = 200
@@ -137,7 +137,7 @@ def main() -> None:
     print()
     print("| step | wall (s) | CPU (s) | speed-up (wall / CPU) | average mAP |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| mAP, per-detection loop (tests/reference_map.py) | {t_loop:.3f} | {c_loop:.3f} | 1x / 1x "
+    print(f"| mAP, per-detection loop (tests/helpers/reference_map.py) | {t_loop:.3f} | {c_loop:.3f} | 1x / 1x "
           f"| {ref['average_mAP']:.6f} |")
     print(f"| mAP, vectorised `evaluate_detections` | {t_vec:.3f} | {c_vec:.3f} | {t_loop / t_vec:.1f}x / "
           f"{c_loop / c_vec:.1f}x | {ours.average_mAP:.6f} |")

@@ -9,7 +9,7 @@ Every configuration runs the full ``Predictor`` path (windows → batched forwar
 per-class soft-NMS) on in-memory uint8 arrays of ``--frames`` 10 fps frames, after one warm-up
 video. "frames/s" = sampled video frames / wall time (what the paper's 3259 frames/s on a GTX
 1080 Ti measures); "network frames/s" counts only the time spent in forward passes. The weights
-are the seeded test weights (tests/inference_parity.py): they leave thousands of candidates above
+are the seeded test weights (tests/helpers/inference_parity.py): they leave thousands of candidates above
 the 0.01 threshold per video, a pessimistic load for soft-NMS compared with a trained model.
 Prints a markdown table.
 """
@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import inference_parity as P  # noqa: E402
+import helpers.inference_parity as P  # noqa: E402
 from afsd_cli.data.annotations import thumos14_class_index  # noqa: E402
 from afsd_cli.engine.inference import Predictor  # noqa: E402
 from afsd_cli.engine.jobs import LoadedVideo, VideoJob  # noqa: E402

@@ -33,7 +33,7 @@ from afsd_cli.evaluation.breakdown import (
 from afsd_cli.evaluation.detections import detections_from_dict
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reference_map import synthesize_detections  # noqa: E402
+from helpers.reference_map import synthesize_detections  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "evaluation"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_fixtures import key_layout
+from helpers.model_fixtures import key_layout
 
 from afsd_cli.errors import CheckpointError
 from afsd_cli.model import AFSD, anet_spec, load_checkpoint, read_state_dict, save_checkpoint, thumos14_spec

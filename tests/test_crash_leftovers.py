@@ -19,7 +19,7 @@ import torch
 from afsd_cli.engine.trainer import TrainOptions, new_run_dir, train
 from afsd_cli.errors import ConfigError, InputError
 from afsd_cli.io import _host_tag, remove_stale_temp_files, write_json
-from train_helpers import tiny_config
+from helpers.train_helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from afsd_cli.cli import app
-from video_helpers import make_clip, textured_frames
+from helpers.video_helpers import make_clip, textured_frames
 
 runner = CliRunner()
 

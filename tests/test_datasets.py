@@ -19,7 +19,7 @@ from afsd_cli.data.datasets import (
 from afsd_cli.data.windows import TrainingWindow
 from afsd_cli.data.annotations import Annotation
 from afsd_cli.errors import InputError
-from train_helpers import tiny_config
+from helpers.train_helpers import tiny_config
 
 GOLDEN = Path(__file__).parent / "data" / "golden_training"
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from afsd_cli.cli import app
 from afsd_cli.evaluation import evaluate_detections
-from reference_map import reference_evaluate, synthesize_detections
+from helpers.reference_map import reference_evaluate, synthesize_detections
 
 DATA = Path(__file__).parent / "data" / "evaluation"
 ANET_THRESHOLDS = np.linspace(0.5, 0.95, 10)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from afsd_cli.evaluation import evaluate_detections, ground_truth_from_dict, load_ground_truth
-from reference_map import argsort_fingerprint, canonical_sha256, reference_evaluate, synthesize_detections
+from helpers.reference_map import argsort_fingerprint, canonical_sha256, reference_evaluate, synthesize_detections
 
 DATA = Path(__file__).parent / "data" / "evaluation"
 OFFICIAL = json.loads((DATA / "official_results.json").read_text())

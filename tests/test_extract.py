@@ -25,7 +25,7 @@ from afsd_cli.features.timeline import (
     seconds_to_feature_position,
     segment_to_feature_indices,
 )
-from extract_fixtures import (
+from helpers.extract_fixtures import (
     FLOW_WEIGHTS_SEED,
     REFERENCE,
     REFERENCE_CASES,
@@ -34,7 +34,7 @@ from extract_fixtures import (
     generated_i3d_weights,
     save_weights,
 )
-from video_helpers import make_clip, textured_frames
+from helpers.video_helpers import make_clip, textured_frames
 
 ANNOTATIONS = REFERENCE.parents[1] / "thumos14" / "val_Annotation_ours.csv"
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from typer.testing import CliRunner
-from video_helpers import textured_frames
+from helpers.video_helpers import textured_frames
 
 from afsd_cli.cli import app
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-import inference_parity as P
+import helpers.inference_parity as P
 from afsd_cli.data.annotations import thumos14_class_index
 from afsd_cli.engine.inference import Predictor, center_crop, normalised_window, window_offsets
 from afsd_cli.engine.jobs import LoadedVideo, VideoJob, check_array_files

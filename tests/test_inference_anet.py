@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-import inference_parity as P
+import helpers.inference_parity as P
 from afsd_cli.config import load_config
 from afsd_cli.engine.planning import plan_prediction
 from afsd_cli.model import AFSD, anet_spec

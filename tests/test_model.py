@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_fixtures import generated_clip, key_layout
+from helpers.model_fixtures import generated_clip, key_layout
 
 from afsd_cli.errors import ConfigError, InputError
 from afsd_cli.model import AFSD, ModelSpec, anet_spec, build_model, thumos14_spec

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_fixtures import PARITY, generated_clip, generated_state_dict, key_layout, summarise_outputs
+from helpers.model_fixtures import PARITY, generated_clip, generated_state_dict, key_layout, summarise_outputs
 
 from afsd_cli.model import AFSD, anet_spec, thumos14_spec
 

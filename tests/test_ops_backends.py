@@ -53,13 +53,12 @@ def test_every_kernel_reads_its_variable_through_the_chooser(monkeypatch, variab
 def test_kernels_live_only_under_ops():
     import afsd_cli
     from afsd_cli.engine import postprocess
-    from afsd_cli.ops import soft_nms
 
     package = Path(afsd_cli.__file__).parent
     # the old aliases of ops/native.py and ops/bicubic_resize.py are gone (a file check: an editable
     # install of another checkout could still resolve the old import paths)
     assert not (package / "native.py").exists() and not (package / "data" / "resample.py").exists()
-    assert postprocess.soft_nms is soft_nms.soft_nms
+    assert not hasattr(postprocess, "soft_nms_torch")  # soft-NMS is imported from ops/ only
 
 
 def test_kernel_sources_are_found_from_ops():

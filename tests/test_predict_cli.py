@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import inference_parity as P
+import helpers.inference_parity as P
 from afsd_cli.cli import app
 from afsd_cli.data.annotations import THUMOS14_CLASSES
 from afsd_cli.io import save_torch
 from afsd_cli.model import AFSD, ModelSpec
-from video_helpers import make_clip
+from helpers.video_helpers import make_clip
 
 runner = CliRunner()
 THUMOS_NAMES = {name for _, name in THUMOS14_CLASSES}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from typer.testing import CliRunner
-from video_helpers import NTSC_FPS, frame_indices, make_clip, truncate_file, write_garbage
+from helpers.video_helpers import NTSC_FPS, frame_indices, make_clip, truncate_file, write_garbage
 
 from afsd_cli.cli import app
 from afsd_cli.data.batch import FAILED, Task, run_batch

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from afsd_cli.cli import app
 from afsd_cli.data.pipeline import prepare_videos
 from afsd_cli.data.video import PROGRESS_EVERY, read_video
-from video_helpers import make_clip
+from helpers.video_helpers import make_clip
 
 
 def test_read_video_reports_every_decoded_frame_in_steps(tmp_path):

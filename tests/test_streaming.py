@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import inference_parity as P
+import helpers.inference_parity as P
 from afsd_cli.cli import app
 from afsd_cli.data.annotations import thumos14_class_index
 from afsd_cli.data.flow import compute_flow
@@ -25,7 +25,7 @@ from afsd_cli.engine.streaming import DEFAULT_QUEUE_WINDOWS, SlidingWindows, run
 from afsd_cli.errors import InputError
 from afsd_cli.io import save_torch
 from afsd_cli.model import AFSD, ModelSpec
-from video_helpers import make_clip, textured_frames, truncate_file, write_garbage
+from helpers.video_helpers import make_clip, textured_frames, truncate_file, write_garbage
 
 CLIP, STRIDE, CROP = 64, 32, 32
 TINY_CLIP, TINY_STRIDE, TINY_CROP = 32, 16, 16

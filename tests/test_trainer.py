@@ -14,7 +14,7 @@ import torch
 
 from afsd_cli.engine.trainer import TrainOptions, latest_state_epoch, new_run_dir, train
 from afsd_cli.errors import TrainingError
-from train_helpers import tiny_config
+from helpers.train_helpers import tiny_config
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from afsd_cli.engine.validation import validation_map
 from afsd_cli.errors import InputError
 from afsd_cli.evaluation import evaluate_detections, load_ground_truth
 from afsd_cli.model import build_model, save_checkpoint
-from train_helpers import tiny_config
+from helpers.train_helpers import tiny_config
 
 
 @pytest.fixture()

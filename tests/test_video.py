@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from video_helpers import NTSC_FPS, frame_indices, make_clip, textured_frames, truncate_file, write_garbage
+from helpers.video_helpers import NTSC_FPS, frame_indices, make_clip, textured_frames, truncate_file, write_garbage
 
 from afsd_cli.data.video import (
     accumulator_keep_indices,

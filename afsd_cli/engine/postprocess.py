@@ -28,9 +28,7 @@ import torch
 if TYPE_CHECKING:
     from afsd_cli.config import Config
 
-# soft_nms_backend, soft_nms_numpy, soft_nms_torch, SOFTNMS_BACKEND_ENV: re-exported for older imports
-from afsd_cli.ops.soft_nms import (  # noqa: F401
-    SOFTNMS_BACKEND_ENV, soft_nms, soft_nms_backend, soft_nms_numpy, soft_nms_torch)
+from afsd_cli.ops.soft_nms import soft_nms
 
 
 class RawOutputs(NamedTuple):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REFERENCE = Path(__file__).parent / "data" / "extract_reference" / "features.npz"
+REFERENCE = Path(__file__).parents[1] / "data" / "extract_reference" / "features.npz"
 
 RGB_WEIGHTS_SEED = 1
 FLOW_WEIGHTS_SEED = 2

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 KEY_LAYOUTS = DATA / "checkpoint_keys"
 PARITY = DATA / "model_parity"
 
