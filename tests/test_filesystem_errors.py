@@ -246,7 +246,7 @@ def test_an_interrupted_writer_removes_its_temporary_file(tmp_path):
 def test_batch_predict_writes_the_good_videos_and_lists_the_bad_one(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_predict_cli import small_checkpoint, small_config
-    from video_helpers import make_clip
+    from helpers.video_helpers import make_clip
 
     good = make_clip(tmp_path / "good.mp4", fps=30.0, num_frames=30, size=(64, 48))
     broken = tmp_path / "broken.mp4"

@@ -353,7 +353,7 @@ def test_demo_writes_and_names_a_report_for_every_stream():
 def test_a_person_can_use_the_page(tmp_path):
     """Driven through the DevTools protocol: hover, slider, zoom, sorting; no console message
     and no request other than the page itself."""
-    from devtools import Browser
+    from helpers.devtools import Browser
 
     page = tmp_path / "demo.html"
     result = evaluate_cli(DEMO / "demo_fused.json", "--gt", DEMO / "demo_gt.json", "--dataset", "thumos14",

@@ -150,7 +150,7 @@ def test_retention_resume_and_the_run_as_input(tmp_path):
 
     from afsd_cli.config import load_config
     from afsd_cli.engine.trainer import TrainOptions, train
-    from train_helpers import tiny_config
+    from helpers.train_helpers import tiny_config
 
     torch.set_num_threads(1)
     cfg = tiny_config(tmp_path, ["training.ssl=0", "training.validate_every=1"], max_epoch=4)
@@ -249,7 +249,7 @@ def test_flow_progress_crosses_process_boundaries():
 
 def test_on_the_fly_flow_of_a_video_reports_pairs(tmp_path):
     from afsd_cli.engine.jobs import video_file_jobs
-    from video_helpers import make_clip
+    from helpers.video_helpers import make_clip
 
     video = make_clip(tmp_path / "clip.mp4", fps=30.0, num_frames=60, size=(64, 48))  # 20 frames at 10 fps
     (job,) = video_file_jobs([video], "thumos14", [2], flow_method="farneback")
@@ -265,7 +265,7 @@ def test_validation_during_training_reports_videos(tmp_path):
 
     from afsd_cli.engine.validation import validation_map
     from afsd_cli.model import build_model
-    from train_helpers import tiny_config
+    from helpers.train_helpers import tiny_config
 
     torch.set_num_threads(1)
     cfg = tiny_config(tmp_path, [f"dataset.testing.gt_path={tmp_path / 'anno.csv'}"])
@@ -280,7 +280,7 @@ def test_run_folder_is_checked_before_work_and_keeps_a_partial_batch(tmp_path):
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from video_helpers import make_clip
+    from helpers.video_helpers import make_clip
 
     config, ckpt = small_config(tmp_path), small_checkpoint(tmp_path)
     # the runs folder cannot be written (a file in its place): one line, before the (missing) model is read
