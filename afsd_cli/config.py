@@ -167,6 +167,10 @@ def _split_fields(testing: bool = False) -> dict[str, Field]:
         for size in SIZES_FROM_TRAINING:
             fields[size] = Field("int", None, help=f"{fields[size].help}; must equal the training one",
                                  valid=fields[size].valid)
+        # half-overlapping windows, as the official THUMOS14 testing (256 / 128): a clip_length
+        # override alone then keeps a valid stride
+        fields["clip_stride"] = Field("int", None, help=f"{fields['clip_stride'].help}; default: half the clip length",
+                                      valid=fields["clip_stride"].valid)
     return fields
 
 
@@ -574,6 +578,8 @@ def _fill_and_check_split_sizes(tree: dict[str, Any], where: str) -> None:
                               f"{training[size]}: the network is built for the training "
                               f"{size.replace('_', ' ')}, set both to the same value (or leave the testing one out)",
                               where)
+    if testing["clip_stride"] is None:
+        testing["clip_stride"] = max(1, testing["clip_length"] // 2)
 
 
 def _to_sections(tree: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -704,6 +710,8 @@ def schema_markdown() -> str:
             key in values for values in DATASET_DEFAULTS.values()) else ("—" if default is None else f"`{default}`")
         if key in (f"dataset.testing.{size}" for size in SIZES_FROM_TRAINING):
             shown = "the training one"
+        elif key == "dataset.testing.clip_stride":
+            shown = "half the clip length"
         lines.append(f"| `{key}` | {kind} | {shown} | {valid.replace('>=', '≥')} | {help_text} |")
     return "\n".join(lines) + "\n"
 

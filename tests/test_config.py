@@ -38,6 +38,16 @@ def test_official_values_and_none_strings():
     assert thumos.testing.top_k == 5000
 
 
+def test_the_testing_stride_defaults_to_half_the_clip():
+    # the official THUMOS14 testing windows overlap by half (256 / 128); an unset testing stride
+    # follows the clip, so overriding the training clip length alone keeps a valid configuration
+    assert build_config({"dataset": {"name": "thumos14"}}).dataset.testing.clip_stride == 128
+    cfg = build_config({"dataset": {"name": "custom"}}, ["dataset.training.clip_length=64"])
+    assert (cfg.dataset.testing.clip_length, cfg.dataset.testing.clip_stride) == (64, 32)
+    set_explicitly = build_config({"dataset": {"name": "thumos14", "testing": {"clip_stride": 100}}})
+    assert set_explicitly.dataset.testing.clip_stride == 100
+
+
 def test_overrides_are_typed(tmp_path):
     cfg = load_config(CONFIGS / "thumos14.yaml", ["training.learning_rate=1e-4", "testing.top_k=10",
                                                    "model.freeze_bn=false", "training.lw=2"])

@@ -55,7 +55,6 @@ def window_numbers(fps: float, size: int) -> dict[str, int]:
     return {
         "clip_length": clip,
         "train_stride": max(1, min(clip, int(round(TRAIN_STRIDE_SECONDS * fps)))),
-        "test_stride": clip // 2,
         "crop_size": max(1, int(round(size * CROP_FRACTION))),
     }
 
@@ -164,23 +163,21 @@ def dataset_config_text(out_dir: Path, video_dir: Path, annotations_path: Path, 
     numbers = window_numbers(fps, size)
     anno = relative_path(annotations_path, out_dir)
 
-    def split(subset: str | None, stride: int) -> dict[str, Any]:
+    def split(subset: str | None) -> dict[str, Any]:
         return {
             "video_mp4_path": relative_path(video_dir, out_dir),
             "video_info_path": "video_info.csv",
             "video_anno_path": anno,
             "video_data_path": ".",
             "subset": subset,
-            "clip_length": numbers["clip_length"],
-            "clip_stride": stride,
-            "crop_size": numbers["crop_size"],
         }
 
-    testing = split(test_subset, numbers["test_stride"])
-    # The network is built for the training clip and crop; the testing ones follow them (config.py),
-    # so `dataset.training.clip_length=64` alone is a complete override.
-    del testing["clip_length"], testing["crop_size"]
-    testing["gt_path"] = anno
+    training = {**split(train_subset), "clip_length": numbers["clip_length"], "clip_stride": numbers["train_stride"],
+                "crop_size": numbers["crop_size"]}
+    # The network is built for the training clip and crop; the testing ones follow them, and the
+    # testing stride is half the clip (config.py), so `dataset.training.clip_length=64` alone is a
+    # complete override.
+    testing = {**split(test_subset), "gt_path": anno}
     config = {
         "paths_relative_to": "config",
         "dataset": {
@@ -190,7 +187,7 @@ def dataset_config_text(out_dir: Path, video_dir: Path, annotations_path: Path, 
             "frame_size": int(size),
             "sample_fps": float(fps),
             "resize": resize,
-            "training": split(train_subset, numbers["train_stride"]),
+            "training": training,
             "testing": testing,
         },
         "model": {"in_channels": 3, "backbone_model": None},
