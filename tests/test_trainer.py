@@ -249,6 +249,16 @@ def test_validation_inputs_are_checked_before_the_first_epoch(tmp_path):
                                  f"dataset.testing.gt_path={tmp_path / 'missing.json'}"], max_epoch=1)
     with pytest.raises(InputError, match="missing.json"):
         train(cfg, tmp_path / "run", options=options, callback=steps.append)
+    # a held-out array that cannot be read: said before training, not as a skipped validation later
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    (held_out / "video_a.npy").write_bytes((tmp_path / "npy" / "video_a.npy").read_bytes())
+    (held_out / "video_b.npy").write_bytes((tmp_path / "npy" / "video_b.npy").read_bytes()[:1000])
+    cfg = tiny_config(tmp_path, ["training.validate_every=1", "training.ssl=0",
+                                 f"dataset.testing.gt_path={tmp_path / 'anno.csv'}",
+                                 f"dataset.testing.video_data_path={held_out}"], max_epoch=1)
+    with pytest.raises(InputError, match=r"validation: 1 bad input\(s\): .*video_b.npy: truncated"):
+        train(cfg, tmp_path / "run", options=options, callback=steps.append)
     assert not [e for e in steps if e.get("kind") == "step"] and not (tmp_path / "run").exists()
 
 

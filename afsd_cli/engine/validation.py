@@ -49,11 +49,23 @@ def check_validation_inputs(cfg: Config) -> GroundTruth:
     from afsd_cli.evaluation import load_ground_truth
     from afsd_cli.profile import resolve_profile
 
+    from afsd_cli.engine.planning import stored_inputs
+
     gt_path = cfg.dataset.testing.gt_path
     if not gt_path:
         raise ConfigError("training.validate_every is set but dataset.testing.gt_path (validation ground truth) is not")
     profile = resolve_profile(cfg)
-    return load_ground_truth(gt_path, subset=profile.test_subset, dataset=profile.kind)
+    ground_truth = load_ground_truth(gt_path, subset=profile.test_subset, dataset=profile.kind)
+    width = cfg.model.feature_dim if profile.input == "features" else cfg.model.in_channels
+    _refuse_problems(stored_inputs(cfg, profile, (), [width], None).problems)
+    return ground_truth
+
+
+def _refuse_problems(problems: list[str], what: str = "bad input(s)") -> None:
+    """InputError listing the first few problems (a message stays short whatever the count)."""
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise InputError(f"validation: {len(problems)} {what}: {shown}")
 
 
 def _detections(cfg: Config, network: torch.nn.Module, device: str, limit: int | None,
@@ -65,14 +77,12 @@ def _detections(cfg: Config, network: torch.nn.Module, device: str, limit: int |
 
     with _restored_afterwards(network):
         plan = plan_prediction(cfg, [network], device=device, limit=limit)
-        if plan.problems:
-            raise InputError(f"validation: {len(plan.problems)} bad input(s): " + "; ".join(plan.problems))
+        _refuse_problems(plan.problems)
         done = itertools.count(1)
         outcome = predict_plan(plan, on_video=None if progress is None else (
             lambda _video: progress(next(done), len(plan.jobs))))
-    if outcome.failures:
-        raise InputError(f"validation: {len(outcome.failures)} of {outcome.jobs} video(s) failed: "
-                         + "; ".join(f"{video.name}: {video.error}" for video in outcome.failures))
+    _refuse_problems([f"{video.name}: {video.error}" for video in outcome.failures],
+                     f"of {outcome.jobs} video(s) failed")
     return plan.profile, outcome.document
 
 
