@@ -251,6 +251,20 @@ def test_an_afsd_checkpoint_gives_its_backbone(tmp_path):
         assert torch.equal(value, expected[key]), key
 
 
+def test_the_weights_may_be_a_training_run_folder(tmp_path):
+    from afsd_cli.model import AFSD, save_checkpoint, thumos14_spec
+
+    model = AFSD(thumos14_spec(clip_length=64, crop_size=32, num_classes=5))
+    run = tmp_path / "runs" / "train" / "mine"
+    save_checkpoint(model, run / "checkpoint-3.ckpt")
+    save_checkpoint(model, run / "checkpoint-5.ckpt")
+    settings = ExtractSettings.from_options(modality=None, weights=run, flow_weights=None, flow_input=None, fps="native")
+    assert settings.weights == str(run / "checkpoint-5.ckpt")  # best, else the last epoch: runs.find_checkpoint
+    (run / "checkpoint-3.ckpt").unlink(), (run / "checkpoint-5.ckpt").unlink()
+    with pytest.raises(InputError, match="no checkpoint in this run folder"):
+        ExtractSettings.from_options(modality=None, weights=run, flow_weights=None, flow_input=None, fps="native")
+
+
 # --------------------------------------------------------------------------------------------
 # videos: decoding, resize, fps, flow on the fly
 

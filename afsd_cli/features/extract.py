@@ -77,10 +77,14 @@ class ExtractSettings:
     def from_options(cls, *, modality: str | None, weights: str | Path | None, flow_weights: str | Path | None,
                      flow_input: str | Path | None, fps: str, **rest: Any) -> ExtractSettings:
         """The settings ``afsd extract``'s options say: ``--modality`` defaults to both with flow
-        weights, else rgb; ``--fps`` is text (:func:`parse_fps`); ``rest`` are fields as they are."""
+        weights, else rgb; weights may be a training run folder (its best, else last, checkpoint,
+        as ``predict --checkpoint``); ``--fps`` is text (:func:`parse_fps`); ``rest`` are fields
+        as they are."""
+        from afsd_cli.runs import resolve_checkpoint
+
         return cls(modality=modality or ("both" if flow_weights is not None else "rgb"),
-                   weights=_text(weights), flow_weights=_text(flow_weights), flow_input=_text(flow_input),
-                   fps=parse_fps(fps), **rest)
+                   weights=_text(resolve_checkpoint(weights)), flow_weights=_text(resolve_checkpoint(flow_weights)),
+                   flow_input=_text(flow_input), fps=parse_fps(fps), **rest)
 
     def modalities(self) -> tuple[str, ...]:
         return ("rgb", "flow") if self.modality == "both" else (self.modality,)
