@@ -326,3 +326,30 @@ def test_predict_stream_on_a_video_file(tmp_path):
 
     refused = CliRunner().invoke(app, ["predict", str(config), "-c", str(checkpoint), "--stream"])
     assert refused.exit_code == 1 and "--stream needs video files" in refused.output
+
+
+def test_fuse_stream_on_a_video_file(tmp_path):
+    # the two-stream CLI streams too: RGB decoded, flow computed on the fly, JSON lines on stdout
+    # whose final line equals the written detections
+    path = moving_video(tmp_path / "live.avi", 12.0)
+    config = tmp_path / "small.yaml"
+    config.write_text("\n".join([
+        "dataset:", "  name: thumos14", "  num_classes: 21", "  training:", f"    clip_length: {CLIP}",
+        f"    crop_size: {CROP}", "  testing:", f"    clip_stride: {STRIDE}", "model:", "  in_channels: 3",
+        "testing:", "  flow_method: dis",
+    ]) + "\n")
+    rgb, flow = tmp_path / "rgb.ckpt", tmp_path / "flow.ckpt"
+    save_torch(rgb, small_model().state_dict())
+    save_torch(flow, small_model(channels=2, seed=6).state_dict())
+    out = tmp_path / "fused.json"
+    result = CliRunner().invoke(app, [str(a) for a in ("fuse", config, "--rgb-checkpoint", rgb, "--flow-checkpoint",
+                                                       flow, "--video", path, "-o", out, "--device", "cpu",
+                                                       "--stream")])
+    assert result.exit_code == 0, result.output
+    *regions, final = [json.loads(line) for line in result.stdout.splitlines()]
+    assert regions and final["final"] is True and not any(line["final"] for line in regions)
+    assert final["detections"] == json.loads(out.read_text())["results"]["live"]
+    refused = CliRunner().invoke(app, ["fuse", str(config), "--rgb-checkpoint", str(rgb), "--flow-checkpoint",
+                                       str(flow), "--stream"])
+    assert refused.exit_code == 1 and "--stream needs video files" in refused.output
+

@@ -49,6 +49,10 @@ DETECTIONS_NAME = "detections.json"
 AllOrNothingOption = Annotated[bool, typer.Option(
     "--all-or-nothing", help="If any video fails, write no detections at all (default: write the videos "
                              "that succeeded, list the failures, exit 1).")]
+StreamOption = Annotated[bool, typer.Option(
+    "--stream", help="With --video: print each region's detections as JSON lines on stdout as soon as no "
+                     "later window overlaps it (provisional), then each video's final detections; the "
+                     "summary goes to stderr. See docs/predict.md.")]
 
 
 def check_outputs(output: Optional[Path], plot_dir: Optional[Path], command: str = "predict",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from afsd_cli.commands._common import handle_errors
+from afsd_cli.commands._common import fail, handle_errors
 from afsd_cli.commands._prediction import (
     DETECTIONS_NAME,
     AllOrNothingOption,
@@ -25,6 +25,7 @@ from afsd_cli.commands._prediction import (
     NameOption,
     OutputOption,
     PlotOption,
+    StreamOption,
     amp_mode,
     check_outputs,
     record_run,
@@ -70,6 +71,7 @@ def register(app: typer.Typer) -> None:
         jobs: JobsOption = 0,
         deterministic: DeterministicOption = False,
         all_or_nothing: AllOrNothingOption = False,
+        stream: StreamOption = False,
     ) -> None:
         """Run the RGB and the flow network on the same windows and fuse them before decoding.
 
@@ -82,6 +84,8 @@ def register(app: typer.Typer) -> None:
         from afsd_cli.io import ensure_writable
         from afsd_cli.runs import output_destination, resolve_run
 
+        if stream and not video:
+            raise fail("--stream needs video files (--video)")
         config_path, run_rgb_checkpoint = resolve_run(config, rgb_checkpoint)
         overrides = list(overrides or []) + ([f"testing.flow_method={flow_method}"] if flow_method else [])
         cfg = load_config(config_path, overrides)
@@ -96,12 +100,12 @@ def register(app: typer.Typer) -> None:
         )
         title = f"afsd fuse ({cfg.dataset.name}, RGB + flow, {plan.predictor.device})"
         if folder is None:
-            run_plan(plan, out, plot, gt, title, jobs, all_or_nothing)
+            run_plan(plan, out, plot, gt, title, jobs, all_or_nothing, stream)
             return
         data = {} if video else {"rgb_data_path": Path(dirs[0]), "flow_data_path": Path(dirs[1])}
         with folder as run_dir:
             ensure_writable(run_dir, kind="folder")  # the claimed folder itself, before the networks run
-            run_plan(plan, run_dir / DETECTIONS_NAME, plot, gt, title, jobs, all_or_nothing,
+            run_plan(plan, run_dir / DETECTIONS_NAME, plot, gt, title, jobs, all_or_nothing, stream,
                      written=lambda: record_run(run_dir, cfg, plan, rgb_checkpoint_path=Path(rgb_ckpt),
                                                 flow_checkpoint_path=Path(flow_ckpt), fusion=True,
                                                 batch_size=plan.predictor.batch_size, **data))

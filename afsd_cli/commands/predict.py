@@ -24,6 +24,7 @@ from afsd_cli.commands._prediction import (
     NameOption,
     OutputOption,
     PlotOption,
+    StreamOption,
     amp_mode,
     check_outputs,
     record_run,
@@ -61,10 +62,7 @@ def register(app: typer.Typer) -> None:
         jobs: JobsOption = 0,
         deterministic: DeterministicOption = False,
         all_or_nothing: AllOrNothingOption = False,
-        stream: bool = typer.Option(
-            False, "--stream", help="With --video: print each region's detections as JSON lines on stdout as "
-                                    "soon as no later window overlaps it (provisional), then each video's "
-                                    "final detections; the summary goes to stderr. See docs/predict.md."),
+        stream: StreamOption = False,
     ) -> None:
         """Detect actions with one model (RGB or flow) and write an ActivityNet-style JSON.
 
