@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from afsd_cli.engine.training_metrics import plot_loss_curve, write_metrics
 from afsd_cli.errors import InputError
@@ -173,23 +173,16 @@ def validation_on_testing_split(cfg: Config, run_dir: Path, device: str, emit: C
     ``dataset.testing`` against ``dataset.testing.gt_path`` (``engine/validation.py``), with
     ``validation_progress`` events; the detections go to ``run_dir/validation/epoch-{E}.json``."""
 
-    from afsd_cli.engine.validation import check_validation_inputs
+    from afsd_cli.engine.validation import check_validation_inputs, validation_map
 
-    if cfg.training.validate_every:
-        check_validation_inputs(cfg)  # before the first epoch, not at its end
+    # before the first epoch, not at its end; the ground truth is read once for every epoch
+    ground_truth = check_validation_inputs(cfg) if cfg.training.validate_every else None
 
     def validate(model: nn.Module, epoch: int) -> float:
         def progress(done: int, total: int) -> None:
             emit({"kind": "validation_progress", "epoch": epoch, "done": done, "total": total})
 
-        return _testing_split_map(cfg, model, run_dir, epoch, device, progress)
+        output = run_dir / "validation" / f"epoch-{epoch}.json"
+        return validation_map(cfg, model, output, device=device, progress=progress, ground_truth=ground_truth)
 
     return validate
-
-
-def _testing_split_map(cfg: Config, model: nn.Module, run_dir: Path, epoch: int, device: str,
-                       progress: Callable[[int, int], Any]) -> float:
-    from afsd_cli.engine.validation import validation_map
-
-    output = run_dir / "validation" / f"epoch-{epoch}.json"
-    return validation_map(cfg, model, output, device=device, progress=progress)

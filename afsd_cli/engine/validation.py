@@ -19,14 +19,16 @@ import torch
 from afsd_cli.config import Config
 from afsd_cli.errors import ConfigError, InputError
 from afsd_cli.evaluation.ground_truth import GroundTruth
-from afsd_cli.profile import DatasetProfile
+from afsd_cli.profile import resolve_profile
 
 
 def validation_map(cfg: Config, model: torch.nn.Module, output_json: str | Path, device: str = "cpu",
-                   limit: int | None = None, progress: Callable[[int, int], Any] | None = None) -> float:
+                   limit: int | None = None, progress: Callable[[int, int], Any] | None = None,
+                   ground_truth: GroundTruth | None = None) -> float:
     """Average mAP of ``model`` (as it is in memory; a DDP wrapper is looked through) on the
     config's testing split; the detections go to ``output_json``. ``progress(videos_done, videos)``
-    is called as the videos finish.
+    is called as the videos finish; ``ground_truth``: the one :func:`check_validation_inputs`
+    returned (read again from ``dataset.testing.gt_path`` when not given).
 
     The model runs in eval mode on ``device``; its train/eval modes and its device are restored
     afterwards and its weights are not touched. InputError when a video's input is bad or a video
@@ -35,27 +37,34 @@ def validation_map(cfg: Config, model: torch.nn.Module, output_json: str | Path,
     from afsd_cli.evaluation import evaluate_detections
     from afsd_cli.io import write_json
 
-    ground_truth = check_validation_inputs(cfg)
+    if ground_truth is None:
+        ground_truth = validation_ground_truth(cfg)
     if not isinstance(model, torch.nn.Module):  # the checkpoint path of an older caller
         raise TypeError(f"validation_map takes the model in memory, not {type(model).__name__}")
-    _profile, document = _detections(cfg, _unwrapped(model), device, limit, progress)
+    document = _detections(cfg, _unwrapped(model), device, limit, progress)
     write_json(output_json, document)
     return float(evaluate_detections(ground_truth, document).average_mAP)
 
 
-def check_validation_inputs(cfg: Config) -> GroundTruth:
-    """The validation ground truth (``dataset.testing.gt_path``, the profile's test subset), read
-    and checked: ConfigError when it is not set, InputError naming the file when it is unusable."""
+def validation_ground_truth(cfg: Config) -> GroundTruth:
+    """The validation ground truth (``dataset.testing.gt_path``, the profile's test subset): ConfigError
+    when it is not set, InputError naming the file when it is unusable."""
     from afsd_cli.evaluation import load_ground_truth
-    from afsd_cli.profile import resolve_profile
-
-    from afsd_cli.engine.planning import stored_inputs
 
     gt_path = cfg.dataset.testing.gt_path
     if not gt_path:
         raise ConfigError("training.validate_every is set but dataset.testing.gt_path (validation ground truth) is not")
     profile = resolve_profile(cfg)
-    ground_truth = load_ground_truth(gt_path, subset=profile.test_subset, dataset=profile.kind)
+    return load_ground_truth(gt_path, subset=profile.test_subset, dataset=profile.kind)
+
+
+def check_validation_inputs(cfg: Config) -> GroundTruth:
+    """Before training: the validation ground truth read, and every held-out array checked as
+    ``afsd predict`` checks them (InputError listing the bad ones); returns the ground truth."""
+    from afsd_cli.engine.planning import stored_inputs
+
+    ground_truth = validation_ground_truth(cfg)
+    profile = resolve_profile(cfg)
     width = cfg.model.feature_dim if profile.input == "features" else cfg.model.in_channels
     _refuse_problems(stored_inputs(cfg, profile, (), [width], None).problems)
     return ground_truth
@@ -69,9 +78,9 @@ def _refuse_problems(problems: list[str], what: str = "bad input(s)") -> None:
 
 
 def _detections(cfg: Config, network: torch.nn.Module, device: str, limit: int | None,
-                progress: Callable[[int, int], Any] | None) -> tuple[DatasetProfile, dict[str, Any]]:
-    """The dataset profile and the detections document of ``network`` on the testing split, as
-    ``afsd predict`` runs it; InputError naming the videos with bad inputs or that failed."""
+                progress: Callable[[int, int], Any] | None) -> dict[str, Any]:
+    """The detections document of ``network`` on the testing split, as ``afsd predict`` runs it;
+    InputError naming the videos with bad inputs or that failed."""
     from afsd_cli.engine.planning import plan_prediction
     from afsd_cli.engine.prediction import predict_plan
 
@@ -83,7 +92,7 @@ def _detections(cfg: Config, network: torch.nn.Module, device: str, limit: int |
             lambda _video: progress(next(done), len(plan.jobs))))
     _refuse_problems([f"{video.name}: {video.error}" for video in outcome.failures],
                      f"of {outcome.jobs} video(s) failed")
-    return plan.profile, outcome.document
+    return outcome.document
 
 
 def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
