@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 import numpy as np
 
 from afsd_cli.data.annotations import Annotation
-from afsd_cli.data.npy import array_problems_error, open_frames, open_npy
+from afsd_cli.data.npy import array_problems_error, open_frames, open_or_problem
 from afsd_cli.data.windows import TrainingWindow, boundary_masks, normalised_targets
 from afsd_cli.errors import InputError
 
@@ -397,12 +397,9 @@ def check_profile_numbers(profile: DatasetProfile, explicit_frame_size: bool = T
 
 
 def _array_problem(path: Path, channels: int, crop: int, size: int | None) -> str | None:
-    if not path.is_file():
-        return f"{path.name} not found"
-    try:
-        array = open_npy(path)  # the one .npy reader: it names what is wrong with the file
-    except InputError as exc:
-        return f"{path.name} unreadable ({exc.message})"
+    array, problem = open_or_problem(path)  # the one .npy reader: it names what is wrong with the file
+    if problem is not None:
+        return problem
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != channels or array.shape[0] == 0:
         return f"{path.name} is {array.dtype} {list(array.shape)}, expected uint8 [T, H, W, {channels}]"
     if min(array.shape[1:3]) < crop:

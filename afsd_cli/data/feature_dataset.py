@@ -27,7 +27,7 @@ import numpy as np
 
 from afsd_cli.data.annotations import Annotation, JsonAnnotations, JsonVideo, VideoInfo, read_json_annotations
 from afsd_cli.data.datasets import MappedWindowDataset, TrainingSample, check_profile_numbers
-from afsd_cli.data.npy import array_problems_error, open_npy
+from afsd_cli.data.npy import array_problems_error, open_npy, open_or_problem
 from afsd_cli.data.windows import TrainingWindow, boundary_masks, normalised_targets
 from afsd_cli.errors import ConfigError, InputError
 from afsd_cli.features.timeline import (
@@ -131,12 +131,9 @@ class FeatureVideo:
 
 def feature_array_problem(path: Path, channels: int | None = None) -> str | None:
     """Why ``path`` is not a usable ``float [T', C]`` feature array (``None`` when it is)."""
-    if not path.is_file():
-        return f"{path.name} not found"
-    try:
-        array = open_npy(path)  # the one .npy reader: it names what is wrong with the file
-    except InputError as exc:
-        return f"{path.name} unreadable ({exc.message})"
+    array, problem = open_or_problem(path)  # the one .npy reader: it names what is wrong with the file
+    if problem is not None:
+        return problem
     if array.ndim != 2 or array.dtype.kind != "f" or array.shape[0] == 0 or array.shape[1] == 0:
         return f"{path.name} is {array.dtype} {list(array.shape)}, expected float [features, channels]"
     if channels is not None and array.shape[1] != channels:

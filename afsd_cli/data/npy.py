@@ -35,6 +35,17 @@ def open_npy(path: str | Path) -> np.ndarray:
         raise InputError(f"cannot map the array ({type(exc).__name__})", path) from None
 
 
+def open_or_problem(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """``(array, None)``, or ``(None, why not)`` with a phrase starting with the file's name (for
+    the lists of bad arrays that ``afsd train`` shows before it starts)."""
+    if not path.is_file():
+        return None, f"{path.name} not found"
+    try:
+        return open_npy(path), None
+    except InputError as exc:
+        return None, f"{path.name} unreadable ({exc.message})"
+
+
 def _read_header(path: Path) -> tuple[int, tuple[int, ...], np.dtype]:
     """``(offset of the data, shape, dtype)`` from the ``.npy`` header (numpy.lib.format)."""
     try:
