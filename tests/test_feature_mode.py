@@ -316,6 +316,7 @@ def test_extract_with_annotations_then_train_on_the_features(tmp_path):
         "--device", "cpu", "--annotations", anno)
     cfg = load_config(out / "dataset.yaml", ["dataset.training.clip_length=8", "dataset.training.clip_stride=2"])
     assert cfg.model.input == "features" and cfg.model.feature_dim == 1024
+    assert (cfg.dataset.testing.clip_length, cfg.dataset.testing.clip_stride) == (8, 4)  # follow the override
     videos = split_feature_videos(cfg, resolve_profile(cfg), "training")
     assert list(videos) == ["v0"] and videos["v0"].count == (40 - 4) // 2 + 1 and videos["v0"].fps == 10.0
     cli("train", out / "dataset.yaml", "--runs-dir", tmp_path / "runs", "--name", "f", "--device", "cpu",

@@ -320,10 +320,10 @@ TRAIN_WINDOW_OVERLAP = 0.875
 
 
 def feature_window_numbers(features_per_second: float) -> dict[str, int]:
-    """Window (a multiple of 8 features, at least 8) and strides for a feature rate."""
+    """Window (a multiple of 8 features, at least 8) and training stride for a feature rate (the
+    testing stride is half the window: config.py's default)."""
     window = max(8, int(round(WINDOW_SECONDS * features_per_second / 8.0)) * 8)
-    return {"clip_length": window, "train_stride": max(1, int(round(window * (1 - TRAIN_WINDOW_OVERLAP)))),
-            "test_stride": window // 2}
+    return {"clip_length": window, "train_stride": max(1, int(round(window * (1 - TRAIN_WINDOW_OVERLAP))))}
 
 
 def write_feature_dataset_config(out_dir: str | Path, annotations_path: str | Path,
@@ -359,12 +359,13 @@ def feature_dataset_config_text(out_dir: Path, annotations_path: Path, class_lis
     numbers = feature_window_numbers(rates[len(rates) // 2] / catalog.stride)
     anno = relative_path(annotations_path, out_dir)
 
-    def split(subset: str | None, stride: int) -> dict[str, Any]:
-        return {"video_anno_path": anno, "video_data_path": ".", "subset": subset,
-                "clip_length": numbers["clip_length"], "clip_stride": stride}
+    def split(subset: str | None) -> dict[str, Any]:
+        return {"video_anno_path": anno, "video_data_path": ".", "subset": subset}
 
-    testing = {**split(test, numbers["test_stride"]), "gt_path": anno}
-    del testing["clip_length"]  # follows the training window (config.py), so one override sets both
+    training = {**split(train), "clip_length": numbers["clip_length"], "clip_stride": numbers["train_stride"]}
+    # the testing window follows the training one and its stride is half of it (config.py), so
+    # one override of dataset.training.clip_length sets both
+    testing = {**split(test), "gt_path": anno}
     config = {
         "paths_relative_to": "config",
         "dataset": {
@@ -373,7 +374,7 @@ def feature_dataset_config_text(out_dir: Path, annotations_path: Path, class_lis
             "class_index_path": relative_path(class_list, out_dir),
             "feature_stride": catalog.stride,
             "feature_clip_frames": catalog.clip_frames,
-            "training": split(train, numbers["train_stride"]),
+            "training": training,
             "testing": testing,
         },
         "model": {"input": "features", "feature_dim": catalog.channels or 1024},
