@@ -173,15 +173,20 @@ def test_pr_curves_enclose_the_ap():
             assert np.trapezoid(curve, PR_RECALL_POINTS) == pytest.approx(result.ap[t, c], abs=0.03)
 
 
-def test_names_cannot_break_out_of_the_page(tmp_path):
-    # A video name is one plain file name (afsd_cli/names.py refuses '/'), a label may hold anything.
-    video, label = "<img src=x onerror=alert(1)>", "</script><b>A & \"B\"</b>\u2028"
+def one_video_page(tmp_path: Path, video: str, label: str) -> Path:
+    """The report of one video with one action and one detection of ``label`` (names under test)."""
     gt = {"database": {video: {"subset": "test", "annotations": [{"segment": [1, 5], "label": label}]}}}
     det = {"results": {video: [{"segment": [1, 4], "score": 0.9, "label": label}]}}
     ground_truth = ground_truth_from_dict(gt, "test", "anet")
     detections = detections_from_dict(det)
     result = evaluate_detections(ground_truth, detections, [0.5])
-    page = write_report(tmp_path / "r.html", ground_truth, [ReportRun("x", detections, result)])
+    return write_report(tmp_path / "r.html", ground_truth, [ReportRun("x", detections, result)])
+
+
+def test_names_cannot_break_out_of_the_page(tmp_path):
+    # A video name is one plain file name (afsd_cli/names.py refuses '/'), a label may hold anything.
+    video, label = "<img src=x onerror=alert(1)>", "</script><b>A & \"B\"</b>\u2028"
+    page = one_video_page(tmp_path, video, label)
     text = page.read_text(encoding="utf-8")
     assert text.count("</script>") == 3  # the error recorder, the data, the page's script
     assert "<img" not in text and "<b>" not in text
@@ -308,12 +313,7 @@ def test_demo_report_renders_in_headless_chromium(tmp_path):
 @needs_chromium
 def test_hostile_names_render_as_text(tmp_path):
     video, label = "<img src=x onerror=alert(1)>", "</script><b>bold?</b>"
-    gt = {"database": {video: {"subset": "test", "annotations": [{"segment": [1, 5], "label": label}]}}}
-    det = {"results": {video: [{"segment": [1, 4], "score": 0.9, "label": label}]}}
-    ground_truth = ground_truth_from_dict(gt, "test", "anet")
-    detections = detections_from_dict(det)
-    page = write_report(tmp_path / "r.html", ground_truth,
-                        [ReportRun("x", detections, evaluate_detections(ground_truth, detections, [0.5]))])
+    page = one_video_page(tmp_path, video, label)
     dom, log = rendered(page, tmp_path)
     assert_clean_render(dom, log)
     assert "<img" not in dom and "<b>" not in dom
