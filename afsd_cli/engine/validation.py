@@ -19,7 +19,7 @@ import torch
 from afsd_cli.config import Config
 from afsd_cli.errors import ConfigError, InputError
 from afsd_cli.evaluation.ground_truth import GroundTruth
-from afsd_cli.profile import resolve_profile
+from afsd_cli.profile import DatasetProfile, resolve_profile
 
 
 def validation_map(cfg: Config, model: torch.nn.Module, output_json: str | Path, device: str = "cpu",
@@ -46,7 +46,7 @@ def validation_map(cfg: Config, model: torch.nn.Module, output_json: str | Path,
     return float(evaluate_detections(ground_truth, document).average_mAP)
 
 
-def validation_ground_truth(cfg: Config) -> GroundTruth:
+def validation_ground_truth(cfg: Config, profile: DatasetProfile | None = None) -> GroundTruth:
     """The validation ground truth (``dataset.testing.gt_path``, the profile's test subset): ConfigError
     when it is not set, InputError naming the file when it is unusable."""
     from afsd_cli.evaluation import load_ground_truth
@@ -54,7 +54,7 @@ def validation_ground_truth(cfg: Config) -> GroundTruth:
     gt_path = cfg.dataset.testing.gt_path
     if not gt_path:
         raise ConfigError("training.validate_every is set but dataset.testing.gt_path (validation ground truth) is not")
-    profile = resolve_profile(cfg)
+    profile = profile or resolve_profile(cfg)
     return load_ground_truth(gt_path, subset=profile.test_subset, dataset=profile.kind)
 
 
@@ -63,8 +63,8 @@ def check_validation_inputs(cfg: Config) -> GroundTruth:
     ``afsd predict`` checks them (InputError listing the bad ones); returns the ground truth."""
     from afsd_cli.engine.planning import stored_inputs
 
-    ground_truth = validation_ground_truth(cfg)
     profile = resolve_profile(cfg)
+    ground_truth = validation_ground_truth(cfg, profile)
     width = cfg.model.feature_dim if profile.input == "features" else cfg.model.in_channels
     _refuse_problems(stored_inputs(cfg, profile, (), [width], None).problems)
     return ground_truth
